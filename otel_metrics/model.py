@@ -1,0 +1,73 @@
+"""The data model every stage of the pipeline speaks: events and sessions.
+
+Hook input becomes an Event or a Session; emit.py turns them into OTel signals;
+the forwarder decodes OTLP back into the same classes; payloads.py renders them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Dict, Optional
+
+ENGINE = "claude"
+EVENT_KINDS = ("slash_command", "skill")
+OS_NAMES = ("darwin", "linux", "windows")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One slash command or skill invocation."""
+
+    kind: str  # one of EVENT_KINDS
+    name: str  # e.g. "jira:solve"
+    prompt_length: int  # characters of the prompt; 0 for skills
+    session_id: str
+    timestamp: int  # unix seconds (UTC) when the hook fired
+    user_id: Optional[str]
+    version: str  # plugin version
+    os: str  # one of OS_NAMES
+
+
+@dataclass(frozen=True)
+class SessionAggregates:
+    """Counts derived from a session transcript (semantics: transcript.py)."""
+
+    turn_count: int = 0
+    user_message_count: int = 0
+    assistant_message_count: int = 0
+    total_tool_calls: int = 0
+    tool_error_count: int = 0
+    bash_call_count: int = 0
+    file_read_count: int = 0
+    file_edit_count: int = 0
+    file_write_count: int = 0
+    grep_call_count: int = 0
+    glob_call_count: int = 0
+    web_fetch_call_count: int = 0
+    web_search_call_count: int = 0
+    # Token sums; 0 means "none seen" and is left out of the payload.
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    def as_dict(self) -> Dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+COUNT_KEYS = tuple(f.name for f in fields(SessionAggregates))
+TOKEN_KEYS = ("total_input_tokens", "total_output_tokens", "cache_creation_tokens", "cache_read_tokens")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One ended session: its span covers start_ns..end_ns."""
+
+    session_id: str
+    user_id: Optional[str]
+    exit_reason: str
+    start_ns: int  # unix nanoseconds, full precision
+    end_ns: int
+    version: str
+    os: str
+    aggregates: SessionAggregates = field(default_factory=SessionAggregates)
