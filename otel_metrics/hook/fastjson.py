@@ -1,0 +1,65 @@
+"""JSON for the hook's fast path, built on CPython's C accelerator `_json`.
+
+`import json` pulls in `re` and costs as much as the interpreter start; the C
+scanner underneath it does the same parsing without either.
+"""
+
+
+class _ScannerContext:
+    # The attributes json.JSONDecoder hands to the C scanner.
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo = None
+
+    @staticmethod
+    def parse_constant(name):
+        return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
+
+
+_WHITESPACE = " \t\n\r"
+
+try:
+    import _json
+
+    _scan = _json.make_scanner(_ScannerContext)
+    _quote = _json.encode_basestring_ascii
+except (ImportError, AttributeError):  # a Python built without the accelerator
+    import json as _slow_json
+
+    _scan = None
+    _quote = _slow_json.dumps
+
+
+def loads(text):
+    """Parse one JSON document; ValueError on anything that is not exactly that."""
+    if _scan is None:
+        return _slow_json.loads(text)
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _scan(text, start)
+    except StopIteration as stop:
+        raise ValueError(f"not JSON at character {stop.value}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if text[end:].strip(_WHITESPACE):
+        raise ValueError(f"extra data after JSON at character {end}")
+    return value
+
+
+def dumps_flat(record):
+    """Serialise a flat dict of str/int/None values as one line of ASCII JSON."""
+    parts = []
+    for key, value in record.items():
+        if value is None:
+            rendered = "null"
+        elif isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, int):
+            rendered = str(int(value))
+        else:
+            rendered = _quote(str(value))
+        parts.append(_quote(key) + ":" + rendered)
+    return "{" + ",".join(parts) + "}"

@@ -1,0 +1,142 @@
+"""Hook entry point: stdin JSON -> decision -> spool record -> wake the exporter.
+
+Runs inside the user's Claude Code session: prints nothing on stdout, exits 0
+whatever happens, and leaves everything slow (the OTel SDK, transcript parsing,
+the network) to the detached background exporter.
+"""
+
+import os
+import sys
+import time
+
+from .. import __version__, config, events, lock, spool
+from . import fastjson
+
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+MAX_REASON_CHARS = 64
+SESSION_HOOKS = ("SessionStart", "SessionEnd")
+
+
+class BadInput(Exception):
+    """Hook input we cannot use; its message goes to the log as one line."""
+
+
+def main():
+    """Console entry for the plugin's scripts: never raises, always exits 0."""
+    try:
+        handle(sys.stdin.buffer, os.environ)
+    except BaseException:  # noqa: B036 - a hook must exit 0 whatever happens
+        pass
+    # Skip interpreter teardown: nothing is buffered, and it costs a millisecond.
+    os._exit(0)
+
+
+def handle(stdin, env):
+    """Process one hook invocation; every problem ends in at most one log line."""
+    fired_ns = time.time_ns()
+    if config.disabled(env):
+        return
+    state = config.state_dir(env)
+    verbose = config.verbose(env)
+    try:
+        hook_input = read_input(stdin)
+        record = record_for(hook_input, fired_ns)
+        if record is not None:
+            spool.append(state, record)
+            if verbose:
+                log(state, f"recorded {record['record']} {record.get('kind', '')} {record.get('name', '')}".rstrip())
+        elif verbose:
+            log(state, f"{hook_input.get('hook_event_name', 'hook')}: not an event, nothing to send")
+        if record is not None or spool.pending(state):
+            wake_exporter(state)
+    except BadInput as problem:
+        log(state, str(problem))
+    except OSError as problem:
+        log(state, f"cannot record in {state}: {problem.strerror or problem}")
+    except Exception as problem:
+        log(state, f"unexpected {type(problem).__name__}: {problem}")
+
+
+def read_input(stdin):
+    raw = stdin.read(MAX_INPUT_BYTES + 1)
+    if len(raw) > MAX_INPUT_BYTES:
+        raise BadInput(f"hook input over {MAX_INPUT_BYTES} bytes: ignored")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadInput(f"hook input is not UTF-8 (byte {error.start}): ignored") from None
+    try:
+        hook_input = fastjson.loads(text)
+    except ValueError as error:
+        raise BadInput(f"hook input is not JSON ({error}): ignored") from None
+    if not isinstance(hook_input, dict):
+        raise BadInput(f"hook input is a JSON {type(hook_input).__name__}, not an object: ignored")
+    return hook_input
+
+
+def record_for(hook_input, fired_ns):
+    """The spool record for this hook input, or None when there is nothing to send."""
+    hook_event = hook_input.get("hook_event_name")
+    if hook_event in SESSION_HOOKS:
+        decision = None
+    else:
+        decision = events.classify(hook_input)
+        if decision is None:
+            return None
+    session_id = hook_input.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        raise BadInput(f"{hook_event or 'hook'} input without session_id: nothing sent")
+    transcript = hook_input.get("transcript_path")
+    transcript = transcript if isinstance(transcript, str) and transcript else None
+    if hook_event == "SessionStart":
+        return {"record": "session_start", "session_id": session_id, "transcript_path": transcript}
+    if hook_event == "SessionEnd":
+        reason = hook_input.get("reason")
+        return {
+            "record": "session_end",
+            "session_id": session_id,
+            "transcript_path": transcript,
+            "reason": reason[:MAX_REASON_CHARS] if isinstance(reason, str) else None,
+            "time_ns": fired_ns,
+        }
+    kind, name, prompt_length = decision
+    return {
+        "record": "event",
+        "kind": kind,
+        "name": name,
+        "prompt_length": prompt_length,
+        "session_id": session_id,
+        "timestamp": fired_ns // 1_000_000_000,
+        "version": __version__,
+        "os": config.os_name(),
+        "transcript_path": transcript,
+    }
+
+
+def wake_exporter(state):
+    """Start the background exporter unless one is running (it then finds our record)."""
+    from . import detach
+
+    fd = lock.try_acquire(state)
+    if fd is None:
+        return
+    try:
+        if os.name == "nt":  # a Windows lock cannot be handed to a child: it takes its own
+            lock.release(fd)
+            fd = None
+        detach.start_exporter(state, fd)
+    finally:
+        if fd is not None:
+            os.close(fd)  # the exporter holds the lock through its own copy
+
+
+def log(state, message):
+    line = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f" hook[{os.getpid()}] {message}\n"
+    try:
+        fd = os.open(os.path.join(state, config.LOG_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # no writable state directory: nowhere to say it, and the hook must stay silent

@@ -1,0 +1,52 @@
+"""The exporter lock: whoever holds it is the one background exporter draining the spool.
+
+On POSIX a hook takes the lock and hands the open descriptor to the exporter it
+starts, so between them there is never a moment without an owner and bursts of
+hooks start one exporter, not fifty. Stdlib only: it runs on the hook's fast path.
+"""
+
+import os
+
+LOCK_FILE = "exporter.lock"
+ENV_LOCK_FD = "OTEL_METRICS_EXPORTER_LOCK_FD"
+
+
+def path(state_dir):
+    return os.path.join(state_dir, LOCK_FILE)
+
+
+def try_acquire(state_dir):
+    """An open descriptor holding the lock, or None when another process holds it."""
+    fd = os.open(path(state_dir), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if _lock(fd):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def release(fd):
+    os.close(fd)  # closing the last descriptor drops the lock
+
+
+if os.name == "nt":
+    import msvcrt
+
+    def _lock(fd):
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+else:
+    import fcntl
+
+    def _lock(fd):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True

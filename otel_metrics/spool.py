@@ -1,0 +1,119 @@
+"""The local spool: one file per hook record, written atomically, removed once exported.
+
+Hooks append (fast path: stdlib only, no `json`); the background exporter,
+the only reader (it holds the exporter lock), lists, reads and removes.
+"""
+
+import os
+import time
+
+from .hook.fastjson import dumps_flat
+
+SPOOL_DIR = "spool"
+SUFFIX = ".json"
+
+
+def directory(state_dir):
+    return os.path.join(state_dir, SPOOL_DIR)
+
+
+def append(state_dir, record):
+    """Record durably: write a hidden temp file, then rename it into place.
+
+    The rename is atomic, so the exporter never sees a half-written record, and
+    concurrent hooks never collide (pid + random suffix in every name).
+    """
+    spool = directory(state_dir)
+    name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
+    data = dumps_flat(record).encode("ascii")
+    temp = os.path.join(spool, "." + name + ".tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:
+        os.makedirs(spool, mode=0o700, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError("short write to the spool (disk full?)")
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    os.replace(temp, os.path.join(spool, name + SUFFIX))
+    return name + SUFFIX
+
+
+def pending(state_dir):
+    """Names of the spooled records, oldest first."""
+    try:
+        names = os.listdir(directory(state_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.endswith(SUFFIX) and not n.startswith("."))
+
+
+def read(state_dir, name):
+    """The record, or None when it is gone or unreadable (reported by the caller)."""
+    import json
+
+    try:
+        with open(os.path.join(directory(state_dir), name), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write(state_dir, name, record):
+    """Write (or overwrite) a record under a chosen name, atomically."""
+    spool = directory(state_dir)
+    os.makedirs(spool, mode=0o700, exist_ok=True)
+    temp = os.path.join(spool, f".{name}.{os.getpid()}.tmp")
+    with open(temp, "w", encoding="ascii") as f:
+        f.write(dumps_flat(record))
+    os.replace(temp, os.path.join(spool, name))
+
+
+def remove(state_dir, name):
+    try:
+        os.unlink(os.path.join(directory(state_dir), name))
+    except FileNotFoundError:
+        pass
+
+
+def enforce_bounds(state_dir, max_items, max_age_seconds, now=None):
+    """Drop records beyond the bounds (oldest first); return how many were dropped.
+
+    Also sweeps temp files a killed hook left behind.
+    """
+    now = time.time() if now is None else now
+    spool = directory(state_dir)
+    dropped = 0
+    try:
+        names = os.listdir(spool)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            path = os.path.join(spool, name)
+            try:
+                if now - os.stat(path).st_mtime > 3600:
+                    os.unlink(path)
+            except OSError:
+                pass
+    records = pending(state_dir)
+    cutoff_ns = int((now - max_age_seconds) * 1e9)
+    for name in records:
+        if _written_ns(name) < cutoff_ns or len(records) - dropped > max_items:
+            remove(state_dir, name)
+            dropped += 1
+    return dropped
+
+
+def _written_ns(name):
+    try:
+        return int(name.split("-", 1)[0])
+    except ValueError:
+        return 0
