@@ -1,0 +1,147 @@
+"""Events and sessions -> OTel signals (opentelemetry-sdk) -> OTLP/HTTP (the OTLP exporter).
+
+Events become points of a delta counter, sessions become spans; the names and
+attribute keys come from schema.py, which the forwarder decodes with.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from typing import Dict, Iterable, List, Sequence, Tuple
+from urllib.parse import urlsplit
+
+import requests
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    InMemoryMetricReader,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from . import schema
+from .model import ENGINE, Event, Session
+
+ResourceKey = Tuple[str, str]  # (version, os)
+
+
+def build_resource(version: str, os_name: str) -> Resource:
+    """Exactly our attributes: Resource() directly, never Resource.create(), which
+    would merge detectors and OTEL_RESOURCE_ATTRIBUTES (host, process, user)."""
+    return Resource(
+        {
+            schema.RESOURCE_SERVICE_NAME: schema.SERVICE_NAME,
+            schema.RESOURCE_SERVICE_VERSION: version,
+            schema.RESOURCE_OS_TYPE: os_name,
+            schema.RESOURCE_ENGINE: ENGINE,
+        }
+    )
+
+
+def event_attributes(event: Event) -> Dict[str, object]:
+    attributes: Dict[str, object] = {
+        schema.EVENT_TYPE: event.kind,
+        schema.EVENT_NAME: event.name,
+        schema.EVENT_PROMPT_LENGTH: event.prompt_length,
+        schema.EVENT_TIMESTAMP: event.timestamp,
+        schema.SESSION_ID: event.session_id,
+    }
+    if event.user_id is not None:
+        attributes[schema.USER_ID] = event.user_id
+    return attributes
+
+
+def session_attributes(session: Session) -> Dict[str, object]:
+    attributes: Dict[str, object] = {
+        schema.SESSION_ID: session.session_id,
+        schema.SESSION_EXIT_REASON: session.exit_reason,
+    }
+    if session.user_id is not None:
+        attributes[schema.USER_ID] = session.user_id
+    for key, value in session.aggregates.as_dict().items():
+        attributes[schema.SESSION_AGGREGATE_ATTRIBUTES[key]] = value
+    return attributes
+
+
+def _by_resource(items: Iterable) -> Dict[ResourceKey, list]:
+    groups: Dict[ResourceKey, list] = defaultdict(list)
+    for item in items:
+        groups[(item.version, item.os)].append(item)
+    return groups
+
+
+def events_to_metrics(events: Sequence[Event]) -> List[MetricsData]:
+    """One MetricsData per resource; identical events add up to one point of value n."""
+    batches = []
+    for (version, os_name), group in _by_resource(events).items():
+        reader = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA})
+        provider = MeterProvider(
+            resource=build_resource(version, os_name), metric_readers=[reader], shutdown_on_exit=False
+        )
+        counter = provider.get_meter(schema.SCOPE_NAME).create_counter(
+            schema.EVENT_METRIC, unit=schema.EVENT_UNIT, description=schema.EVENT_DESCRIPTION
+        )
+        for event in group:
+            counter.add(1, event_attributes(event))
+        data = reader.get_metrics_data()
+        provider.shutdown()
+        if data is not None:
+            batches.append(data)
+    return batches
+
+
+def sessions_to_spans(sessions: Sequence[Session]) -> List[ReadableSpan]:
+    spans: List[ReadableSpan] = []
+    for (version, os_name), group in _by_resource(sessions).items():
+        collected = InMemorySpanExporter()
+        provider = TracerProvider(resource=build_resource(version, os_name), shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(collected))
+        tracer = provider.get_tracer(schema.SCOPE_NAME)
+        for session in group:
+            span = tracer.start_span(
+                schema.SESSION_SPAN, start_time=session.start_ns, attributes=session_attributes(session)
+            )
+            span.end(end_time=session.end_ns)
+        spans.extend(collected.get_finished_spans())
+        provider.shutdown()
+    return spans
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OtlpSender:
+    """The OTLP/HTTP exporters of the SDK, aimed at one collector base URL."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        session = requests.Session()
+        # A company HTTP(S)_PROXY without NO_PROXY would swallow loopback traffic.
+        session.trust_env = not _is_loopback(base_url)
+        self.base_url = base_url.rstrip("/")
+        self._metrics = OTLPMetricExporter(endpoint=self.base_url + "/v1/metrics", timeout=timeout, session=session)
+        self._traces = OTLPSpanExporter(endpoint=self.base_url + "/v1/traces", timeout=timeout, session=session)
+
+    def send_events(self, events: Sequence[Event]) -> bool:
+        return all(self._metrics.export(data) == MetricExportResult.SUCCESS for data in events_to_metrics(events))
+
+    def send_sessions(self, sessions: Sequence[Session]) -> bool:
+        spans = sessions_to_spans(sessions)
+        return not spans or self._traces.export(spans) == SpanExportResult.SUCCESS
+
+    def close(self) -> None:
+        self._metrics.shutdown()
+        self._traces.shutdown()
