@@ -1,0 +1,136 @@
+"""Running the plugin's hooks the way Claude Code does, and cleaning up after them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Union
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "plugin"
+SEND_METRICS = PLUGIN / "scripts" / "send_metrics.py"
+SEND_SESSION_METRICS = PLUGIN / "scripts" / "send_session_metrics.py"
+FIXTURES = REPO.parent / "shared" / "fixtures" / "transcripts"
+
+
+def hook_env(state_dir: Path, otlp_endpoint: str, **extra: str) -> Dict[str, str]:
+    """The environment Claude Code gives a plugin hook (minus OTEL_*, which it strips)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_METRICS_"))}
+    env.update(
+        {
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
+            "CLAUDE_PLUGIN_ROOT": str(PLUGIN),
+            "CLAUDE_METRICS_DIR": str(state_dir),
+            "CLAUDE_METRICS_OTLP_ENDPOINT": otlp_endpoint,
+            "CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": "2",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_hook(
+    script: Path, hook_input: Union[dict, bytes, str], env: Dict[str, str], timeout: float = 20
+) -> subprocess.CompletedProcess:
+    """Run a hook script as Claude Code does: JSON on stdin, stdout captured."""
+    if isinstance(hook_input, dict):
+        data = json.dumps(hook_input).encode()
+    elif isinstance(hook_input, str):
+        data = hook_input.encode()
+    else:
+        data = hook_input
+    return subprocess.run([str(script)], input=data, capture_output=True, env=env, timeout=timeout)
+
+
+def prompt_input(prompt: str, session_id: str = "sess-1", **extra: object) -> dict:
+    return {
+        "session_id": session_id,
+        "transcript_path": f"/home/someone/.claude/projects/p/{session_id}.jsonl",
+        "cwd": "/home/someone/project",
+        "hook_event_name": "UserPromptSubmit",
+        "prompt": prompt,
+        **extra,
+    }
+
+
+def skill_input(skill: str, session_id: str = "sess-1", args: str = "") -> dict:
+    return {
+        "session_id": session_id,
+        "transcript_path": f"/home/someone/.claude/projects/p/{session_id}.jsonl",
+        "cwd": "/home/someone/project",
+        "hook_event_name": "PreToolUse",
+        "tool_name": "Skill",
+        "tool_input": {"skill": skill, "args": args},
+        "tool_use_id": "toolu_1",
+    }
+
+
+def session_input(event: str, session_id: str, transcript: Optional[Path], reason: str = "other") -> dict:
+    hook_input: dict = {
+        "session_id": session_id,
+        "transcript_path": str(transcript) if transcript else None,
+        "cwd": "/home/someone/project",
+        "hook_event_name": event,
+    }
+    if event == "SessionEnd":
+        hook_input["reason"] = reason
+    else:
+        hook_input["source"] = "startup"
+    return hook_input
+
+
+def exporter_pids(state_dir: Path) -> List[int]:
+    """Background exporters working on this state directory (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"otel_metrics.exporter" not in cmdline:
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"CLAUDE_METRICS_DIR={state_dir}".encode() in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_exporters(state_dir: Path, sig: int = signal.SIGKILL) -> List[int]:
+    pids = exporter_pids(state_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while pids and time.monotonic() < deadline and exporter_pids(state_dir):
+        time.sleep(0.05)
+    return pids
+
+
+def spool_records(state_dir: Path) -> Iterator[dict]:
+    spool = state_dir / "spool"
+    if spool.is_dir():
+        for path in sorted(spool.glob("*.json")):
+            yield json.loads(path.read_text())
+
+
+def log_lines(state_dir: Path) -> List[str]:
+    path = state_dir / "metrics.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

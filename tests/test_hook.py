@@ -1,0 +1,247 @@
+"""The hook scripts as Claude Code runs them: silent, exit 0, and recording only what they should."""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import time
+from pathlib import Path
+
+import pytest
+from hooks_harness import (
+    SEND_METRICS,
+    SEND_SESSION_METRICS,
+    hook_env,
+    log_lines,
+    prompt_input,
+    run_hook,
+    session_input,
+    skill_input,
+    spool_records,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otel_metrics import __version__, lock
+from otel_metrics.hook import main as hook_main
+
+DEAD_COLLECTOR = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def state(tmp_path: Path):
+    """A state directory whose exporter lock we hold, so hooks only record."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    fd = lock.try_acquire(str(state_dir))
+    yield state_dir
+    lock.release(fd)
+
+
+@pytest.fixture
+def env(state: Path) -> dict:
+    return hook_env(state, DEAD_COLLECTOR)
+
+
+def assert_silent(result) -> None:
+    assert result.returncode == 0
+    assert result.stdout == b""
+
+
+def test_slash_command_is_recorded_without_its_arguments(state: Path, env: dict) -> None:
+    before = int(time.time())
+    result = run_hook(SEND_METRICS, prompt_input("/jira:solve SECRET-ARGUMENT"), env)
+    after = int(time.time())
+    assert_silent(result)
+    [record] = spool_records(state)
+    assert before <= record.pop("timestamp") <= after
+    assert record == {
+        "record": "event",
+        "kind": "slash_command",
+        "name": "jira:solve",
+        "prompt_length": len("/jira:solve SECRET-ARGUMENT"),
+        "session_id": "sess-1",
+        "version": __version__,
+        "os": "linux",
+        "transcript_path": "/home/someone/.claude/projects/p/sess-1.jsonl",
+    }
+    assert "SECRET" not in (state / "spool").joinpath(next((state / "spool").iterdir()).name).read_text()
+
+
+def test_skill_is_recorded(state: Path, env: dict) -> None:
+    assert_silent(run_hook(SEND_METRICS, skill_input("pdf:make", args="SECRET"), env))
+    [record] = spool_records(state)
+    assert (record["kind"], record["name"], record["prompt_length"]) == ("skill", "pdf:make", 0)
+
+
+def test_two_events_in_the_same_second_are_two_records(state: Path, env: dict) -> None:
+    for _ in range(2):
+        assert_silent(run_hook(SEND_METRICS, prompt_input("/x:y"), env))
+    assert len(list(spool_records(state))) == 2
+
+
+@pytest.mark.parametrize("text", ["hello there", "/usr/bin/tool crashes", "what about /jira:solve"])
+def test_plain_prompts_record_nothing_and_log_nothing(state: Path, env: dict, text: str) -> None:
+    assert_silent(run_hook(SEND_METRICS, prompt_input(text), env))
+    assert list(spool_records(state)) == []
+    assert log_lines(state) == []
+
+
+def test_other_tools_record_nothing(state: Path, env: dict) -> None:
+    hook_input = skill_input("x")
+    hook_input.update(tool_name="Bash", tool_input={"command": "rm -rf /"})
+    assert_silent(run_hook(SEND_METRICS, hook_input, env))
+    assert list(spool_records(state)) == []
+
+
+def test_session_end_is_recorded_with_its_reason(state: Path, env: dict, tmp_path: Path) -> None:
+    transcript = tmp_path / "t.jsonl"
+    assert_silent(run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", "s-9", transcript, "logout"), env))
+    [record] = spool_records(state)
+    assert record.pop("time_ns") > 0
+    assert record == {
+        "record": "session_end",
+        "session_id": "s-9",
+        "transcript_path": str(transcript),
+        "reason": "logout",
+    }
+
+
+def test_session_start_is_recorded(state: Path, env: dict, tmp_path: Path) -> None:
+    assert_silent(run_hook(SEND_SESSION_METRICS, session_input("SessionStart", "s-1", tmp_path / "t.jsonl"), env))
+    [record] = spool_records(state)
+    assert record["record"] == "session_start"
+
+
+def test_input_without_session_id_records_nothing_and_says_so(state: Path, env: dict) -> None:
+    hook_input = prompt_input("/jira:solve")
+    del hook_input["session_id"]
+    assert_silent(run_hook(SEND_METRICS, hook_input, env))
+    assert list(spool_records(state)) == []
+    [line] = log_lines(state)
+    assert "without session_id" in line
+
+
+def test_disabled_records_nothing(state: Path, env: dict) -> None:
+    env["CLAUDE_METRICS_DISABLED"] = "1"
+    assert_silent(run_hook(SEND_METRICS, prompt_input("/jira:solve"), env))
+    assert list(spool_records(state)) == []
+
+
+def test_verbose_logs_activity(state: Path, env: dict) -> None:
+    env["CLAUDE_METRICS_VERBOSE"] = "yes"
+    run_hook(SEND_METRICS, prompt_input("/jira:solve SECRET"), env)
+    run_hook(SEND_METRICS, prompt_input("plain SECRET"), env)
+    lines = log_lines(state)
+    assert len(lines) == 2
+    assert "recorded event slash_command jira:solve" in lines[0]
+    assert "not an event" in lines[1]
+    assert not any("SECRET" in line for line in lines)
+
+
+BAD_INPUTS = {
+    "malformed JSON": b'{"session_id": "s", "prompt": "/x',
+    "a JSON array": b'["/jira:solve"]',
+    "binary garbage": bytes(range(256)) * 4,
+    "not UTF-8": b'{"session_id": "s", "prompt": "/x \xff"}',
+    "empty": b"",
+    "a number": b"42",
+    "prompt a number": json.dumps(prompt_input(42)).encode(),  # type: ignore[arg-type]
+    "tool_input a string": json.dumps({**skill_input("x"), "tool_input": "x"}).encode(),
+    "session_id a number": json.dumps({**prompt_input("/x"), "session_id": 7}).encode(),
+    "nested too deep": b"[" * 100000 + b"]" * 100000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_exits_0_silently_and_logs_one_line(state: Path, env: dict, name: str) -> None:
+    result = run_hook(SEND_METRICS, BAD_INPUTS[name], env)
+    assert_silent(result)
+    assert result.stderr == b""
+    assert list(spool_records(state)) == []
+    lines = log_lines(state)
+    assert len(lines) <= 1
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_ten_megabytes_of_stdin(state: Path, env: dict) -> None:
+    result = run_hook(SEND_METRICS, b"x" * (10 * 1024 * 1024), env)
+    assert_silent(result)
+    assert len(log_lines(state)) == 1
+
+
+def test_huge_slash_command_prompt_is_still_one_event(state: Path, env: dict) -> None:
+    text = "/paste:it " + "y" * (5 * 1024 * 1024)
+    assert_silent(run_hook(SEND_METRICS, prompt_input(text), env))
+    [record] = spool_records(state)
+    assert record["prompt_length"] == len(text)
+
+
+def test_state_directory_that_cannot_be_used(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    result = run_hook(SEND_METRICS, prompt_input("/jira:solve"), hook_env(not_a_dir, DEAD_COLLECTOR))
+    assert_silent(result)
+    assert result.stderr == b""
+
+
+def test_full_disk(state: Path, env: dict) -> None:
+    import subprocess
+
+    def no_room() -> None:  # writes fail with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    result = subprocess.run(
+        [str(SEND_METRICS)],
+        input=json.dumps(prompt_input("/jira:solve")).encode(),
+        capture_output=True,
+        env=env,
+        preexec_fn=no_room,
+        timeout=20,
+    )
+    assert_silent(result)
+    assert list(spool_records(state)) == []
+    assert not list((state / "spool").glob(".*.tmp"))  # no half-written record left behind
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+HOOKISH = st.fixed_dictionaries(
+    {},
+    optional={
+        "session_id": st.text(max_size=12) | st.integers(),
+        "hook_event_name": st.sampled_from(["UserPromptSubmit", "PreToolUse", "SessionStart", "SessionEnd"])
+        | st.text(max_size=8),
+        "prompt": st.text(max_size=30).map(lambda s: "/" + s) | JSON_VALUES,
+        "tool_name": st.just("Skill") | st.text(max_size=6),
+        "tool_input": st.fixed_dictionaries({}, optional={"skill": JSON_VALUES, "command": JSON_VALUES})
+        | JSON_VALUES,
+        "transcript_path": JSON_VALUES,
+        "reason": JSON_VALUES,
+    },
+)
+
+
+def _run_in_process(state: Path, data: bytes, capsys) -> None:
+    env = {"CLAUDE_METRICS_DIR": str(state), "CLAUDE_METRICS_OTLP_ENDPOINT": DEAD_COLLECTOR}
+    hook_main.handle(io.BytesIO(data), env)  # must not raise
+    assert capsys.readouterr().out == ""
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400))
+def test_fuzz_arbitrary_bytes(state: Path, capsys, data: bytes) -> None:
+    _run_in_process(state, data, capsys)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=HOOKISH | JSON_VALUES)
+def test_fuzz_arbitrary_json(state: Path, capsys, value: object) -> None:
+    _run_in_process(state, json.dumps(value).encode(), capsys)
+    for record in spool_records(state):  # whatever was recorded is well-formed
+        assert record["record"] in ("event", "session_start", "session_end")
+        assert isinstance(record["session_id"], str) and record["session_id"]
