@@ -11,6 +11,7 @@ from .hook.fastjson import dumps_flat
 
 SPOOL_DIR = "spool"
 SUFFIX = ".json"
+POKE_FILE = ".poke"
 
 
 def directory(state_dir):
@@ -43,6 +44,22 @@ def append(state_dir, record):
     os.close(fd)
     os.replace(temp, os.path.join(spool, name + SUFFIX))
     return name + SUFFIX
+
+
+def poke(state_dir):
+    """Tell a running exporter that a hook fired (it watches this file's mtime)."""
+    path = os.path.join(directory(state_dir), POKE_FILE)
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def last_poke(state_dir):
+    try:
+        return os.stat(os.path.join(directory(state_dir), POKE_FILE)).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def pending(state_dir):

@@ -218,8 +218,7 @@ HOOKISH = st.fixed_dictionaries(
         | st.text(max_size=8),
         "prompt": st.text(max_size=30).map(lambda s: "/" + s) | JSON_VALUES,
         "tool_name": st.just("Skill") | st.text(max_size=6),
-        "tool_input": st.fixed_dictionaries({}, optional={"skill": JSON_VALUES, "command": JSON_VALUES})
-        | JSON_VALUES,
+        "tool_input": st.fixed_dictionaries({}, optional={"skill": JSON_VALUES, "command": JSON_VALUES}) | JSON_VALUES,
         "transcript_path": JSON_VALUES,
         "reason": JSON_VALUES,
     },

@@ -154,14 +154,17 @@ class Exporter:
         next_try, backoff = 0.0, 0.0
         next_housekeeping = 0.0
         known: set = set()
+        last_poke = spool.last_poke(self.state)
         while True:
             now = time.monotonic()
             if now >= next_housekeeping:
                 self.housekeeping()
                 next_housekeeping = now + QUIET_CHECK_SECONDS
             names = spool.pending(self.state)
-            if set(names) - known:
+            poked = spool.last_poke(self.state)
+            if set(names) - known or poked != last_poke:
                 next_try = now  # a hook just fired: try at once, the collector may be back
+                last_poke = poked
             if names and now >= next_try:
                 if self.drain():
                     failing_since, backoff, last_work = None, 0.0, time.monotonic()

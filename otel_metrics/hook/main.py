@@ -119,6 +119,7 @@ def wake_exporter(state):
 
     fd = lock.try_acquire(state)
     if fd is None:
+        spool.poke(state)  # the running exporter may be waiting out a backoff: retry now
         return
     try:
         if os.name == "nt":  # a Windows lock cannot be handed to a child: it takes its own
