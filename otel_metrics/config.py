@@ -3,8 +3,6 @@
 Stdlib only and import-cheap: the hook fast path uses it.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -35,19 +33,19 @@ LOG_FILE = "metrics.log"
 CONFIG_FILE = "config.json"  # optional {"otlp_endpoint": "..."} in the state directory
 
 
-def is_true(value: Optional[str]) -> bool:
+def is_true(value: "Optional[str]") -> bool:
     return (value or "").strip().lower() in TRUE_WORDS
 
 
-def disabled(env: Mapping[str, str] = os.environ) -> bool:
+def disabled(env: "Mapping[str, str]" = os.environ) -> bool:
     return is_true(env.get(ENV_DISABLED))
 
 
-def verbose(env: Mapping[str, str] = os.environ) -> bool:
+def verbose(env: "Mapping[str, str]" = os.environ) -> bool:
     return is_true(env.get(ENV_VERBOSE))
 
 
-def plugin_root(env: Mapping[str, str] = os.environ) -> str:
+def plugin_root(env: "Mapping[str, str]" = os.environ) -> str:
     """The plugin's directory: Claude Code sets it; else the one holding scripts/."""
     root = env.get(ENV_PLUGIN_ROOT)
     if root:
@@ -56,7 +54,7 @@ def plugin_root(env: Mapping[str, str] = os.environ) -> str:
     return os.path.dirname(os.path.dirname(script))
 
 
-def state_dir(env: Mapping[str, str] = os.environ) -> str:
+def state_dir(env: "Mapping[str, str]" = os.environ) -> str:
     """Where the anonymous id, the log and the spool live.
 
     $CLAUDE_METRICS_DIR, else $CLAUDE_PLUGIN_DATA (survives plugin updates),
@@ -65,11 +63,11 @@ def state_dir(env: Mapping[str, str] = os.environ) -> str:
     return env.get(ENV_STATE_DIR) or env.get(ENV_PLUGIN_DATA) or plugin_root(env)
 
 
-def metrics_url(env: Mapping[str, str] = os.environ) -> str:
+def metrics_url(env: "Mapping[str, str]" = os.environ) -> str:
     return (env.get(ENV_METRICS_URL) or DEFAULT_METRICS_URL).rstrip("/")
 
 
-def otlp_endpoint(env: Mapping[str, str] = os.environ, state: Optional[str] = None) -> str:
+def otlp_endpoint(env: "Mapping[str, str]" = os.environ, state: "Optional[str]" = None) -> str:
     """Base OTLP/HTTP URL for the hooks' exports.
 
     Claude Code strips OTEL_* variables from hook processes, so our own variable
@@ -83,7 +81,7 @@ def otlp_endpoint(env: Mapping[str, str] = os.environ, state: Optional[str] = No
     return (endpoint or DEFAULT_OTLP_ENDPOINT).rstrip("/")
 
 
-def _config_file_value(state: str, key: str) -> Optional[str]:
+def _config_file_value(state: str, key: str) -> "Optional[str]":
     import json  # not on the hook's fast path: only the exporter resolves endpoints
 
     try:
@@ -111,7 +109,7 @@ ENV_EXPORTER_IDLE_SECONDS = "CLAUDE_METRICS_EXPORTER_IDLE_SECONDS"
 ENV_EXPORT_TIMEOUT_SECONDS = "CLAUDE_METRICS_EXPORT_TIMEOUT_SECONDS"
 
 
-def number(env: Mapping[str, str], name: str, default: float) -> float:
+def number(env: "Mapping[str, str]", name: str, default: float) -> float:
     """A positive number from the environment, else the default."""
     try:
         value = float(env.get(name, ""))

@@ -1,0 +1,115 @@
+"""Hook latency: wall time of each hook kind, per collector state, as a ratio to `python -c pass`.
+
+Every measurement waits, as Claude Code does, for the hook to exit and its
+stdout/stderr to reach EOF. Runs alternate between the baseline and the hook
+being measured, so machine noise hits both alike; the table reports medians.
+
+    .venv/bin/python benchmarks/hook_latency.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from otlp_sink import OtlpSink  # noqa: E402
+
+PYTHON = sys.executable
+OURS = {
+    "prompt": REPO / "plugin" / "scripts" / "send_metrics.py",
+    "slash command": REPO / "plugin" / "scripts" / "send_metrics.py",
+    "skill": REPO / "plugin" / "scripts" / "send_metrics.py",
+    "SessionEnd (3 MB transcript)": REPO / "plugin" / "scripts" / "send_session_metrics.py",
+}
+SEED_STYLE = REPO / "benchmarks" / "seed_style_hook.py"
+TRANSCRIPT = (
+    REPO.parent / "shared" / "fixtures" / "transcripts" / "marot-spotter" / "4d5611e5-241a-462a-8d15-5122611a9569.jsonl"
+)
+
+
+def hook_inputs(transcript: Path) -> Dict[str, bytes]:
+    common = {"session_id": "bench", "transcript_path": str(transcript), "cwd": "/tmp"}
+    return {
+        "prompt": {**common, "hook_event_name": "UserPromptSubmit", "prompt": "explain this code please"},
+        "slash command": {**common, "hook_event_name": "UserPromptSubmit", "prompt": "/jira:solve ABC-123"},
+        "skill": {**common, "hook_event_name": "PreToolUse", "tool_name": "Skill", "tool_input": {"skill": "pdf:x"}},
+        "SessionEnd (3 MB transcript)": {**common, "hook_event_name": "SessionEnd", "reason": "other"},
+    }  # type: ignore[return-value]
+
+
+def timed(argv: List[str], data: bytes, env: Dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, input=data, capture_output=True, env=env, check=False)
+    return time.perf_counter() - start
+
+
+def measure(argv: List[str], data: bytes, env: Dict[str, str], runs: int) -> tuple:
+    """Median wall time of argv and of `python -c pass`, alternating."""
+    ours, bare = [], []
+    for _ in range(runs):
+        bare.append(timed([PYTHON, "-c", "pass"], b"", env))
+        ours.append(timed(argv, data, env))
+    return statistics.median(ours), statistics.median(bare)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--seed-runs", type=int, default=5, help="runs of the slow in-process baseline")
+    args = parser.parse_args()
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(REPO / "otel_metrics"), str(REPO / "plugin")], check=True)
+    work = Path(tempfile.mkdtemp(prefix="hook-bench-"))
+    transcript = work / "session.jsonl"
+    shutil.copy(TRANSCRIPT, transcript)
+    inputs = {k: json.dumps(v).encode() for k, v in hook_inputs(transcript).items()}
+    up = OtlpSink()
+    slow = OtlpSink()
+    slow.delay = 3.0
+    down_port = OtlpSink()
+    down_port.stop()
+    states = {"up": up.url, "down": down_port.url, "slow (3 s)": slow.url}
+    rows = []
+    for state_name, url in states.items():
+        for kind, data in inputs.items():
+            state_dir = work / f"state-{len(rows)}"
+            state_dir.mkdir()
+            env = dict(os.environ, CLAUDE_METRICS_DIR=str(state_dir), CLAUDE_METRICS_OTLP_ENDPOINT=url)
+            ours, bare = measure([PYTHON, str(OURS[kind])], data, env, args.runs)
+            seed, seed_bare = measure([PYTHON, str(SEED_STYLE)], data, env, args.seed_runs)
+            rows.append((kind, state_name, bare, ours, seed, seed / seed_bare))
+            print(
+                f"{kind:30s} {state_name:11s} ours {ours / bare:5.2f}x  in-process {seed / seed_bare:6.2f}x",
+                file=sys.stderr,
+            )
+    for sink in (up, slow):
+        sink.stop()
+    print(
+        f"\nHook latency, {time.strftime('%Y-%m-%d')}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {os.cpu_count()} cores; medians of {args.runs} runs "
+        f"({args.seed_runs} for the in-process baseline)\n"
+    )
+    print("| hook | collector | `python -c pass` | our hook | ratio | in-process export (seed's way) | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, state_name, bare, ours, seed, seed_ratio in rows:
+        print(
+            f"| {kind} | {state_name} | {bare * 1000:.1f} ms | {ours * 1000:.1f} ms | **{ours / bare:.2f}x** "
+            f"| {seed * 1000:.0f} ms | {seed_ratio:.1f}x |"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
