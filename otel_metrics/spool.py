@@ -11,6 +11,9 @@ from .hook.fastjson import dumps_flat
 
 SPOOL_DIR = "spool"
 SUFFIX = ".json"
+# Records that need no export of their own (a session started): they wait for the
+# exporter instead of starting one, which would compete with Claude Code's start-up.
+QUIET_SUFFIX = ".quiet.json"
 POKE_FILE = ".poke"
 
 
@@ -18,7 +21,7 @@ def directory(state_dir):
     return os.path.join(state_dir, SPOOL_DIR)
 
 
-def append(state_dir, record):
+def append(state_dir, record, quiet=False):
     """Record durably: write a hidden temp file, then rename it into place.
 
     The rename is atomic, so the exporter never sees a half-written record, and
@@ -42,8 +45,9 @@ def append(state_dir, record):
         os.unlink(temp)
         raise
     os.close(fd)
-    os.replace(temp, os.path.join(spool, name + SUFFIX))
-    return name + SUFFIX
+    final = name + (QUIET_SUFFIX if quiet else SUFFIX)
+    os.replace(temp, os.path.join(spool, final))
+    return final
 
 
 def poke(state_dir):
@@ -69,6 +73,11 @@ def pending(state_dir):
     except FileNotFoundError:
         return []
     return sorted(n for n in names if n.endswith(SUFFIX) and not n.startswith("."))
+
+
+def has_work(state_dir):
+    """Whether anything spooled is worth starting an exporter for."""
+    return any(not name.endswith(QUIET_SUFFIX) for name in pending(state_dir))
 
 
 def read(state_dir, name):

@@ -42,12 +42,12 @@ def handle(stdin, env):
         hook_input = read_input(stdin)
         record = record_for(hook_input, fired_ns)
         if record is not None:
-            spool.append(state, record)
+            spool.append(state, record, quiet=record["record"] == "session_start")
             if verbose:
                 log(state, f"recorded {record['record']} {record.get('kind', '')} {record.get('name', '')}".rstrip())
         elif verbose:
             log(state, f"{hook_input.get('hook_event_name', 'hook')}: not an event, nothing to send")
-        if record is not None or spool.pending(state):
+        if spool.has_work(state):
             wake_exporter(state)
     except BadInput as problem:
         log(state, str(problem))
