@@ -62,14 +62,17 @@ class Exporter:
             self._sender = OtlpSender(self.settings.otlp_endpoint, self.settings.export_timeout)
         return self._sender
 
-    def housekeeping(self) -> None:
+    def housekeeping(self) -> int:
+        """Enforce the spool's bounds; queue sessions that ended without SessionEnd (their count)."""
         dropped = spool.enforce_bounds(self.state, self.settings.max_items, self.settings.max_age_seconds)
         if dropped:
             log.error("spool over its bounds: dropped %d oldest record(s)", dropped)
-        for session_id, path in self.registry.quiet_sessions(self.settings.session_quiet_seconds):
+        quiet = self.registry.quiet_sessions(self.settings.session_quiet_seconds)
+        for session_id, path in quiet:
             log.info("session %s ended without SessionEnd: reporting it", session_id)
             self._queue_session(session_id, path, "other", time.time_ns(), time.time_ns())
         self.registry.forget_old()
+        return len(quiet)
 
     def _queue_session(self, session_id: str, path: Optional[str], reason: object, hook_ns: int, order_ns: int):
         """session end -> a ready `session` record, then mark it reported.
@@ -157,9 +160,6 @@ class Exporter:
         last_poke = spool.last_poke(self.state)
         while True:
             now = time.monotonic()
-            if now >= next_housekeeping:
-                self.housekeeping()
-                next_housekeeping = now + QUIET_CHECK_SECONDS
             names = spool.pending(self.state)
             poked = spool.last_poke(self.state)
             if set(names) - known or poked != last_poke:
@@ -174,6 +174,11 @@ class Exporter:
                         return
                     backoff = min(max(1.0, backoff * 2), 30.0)
                     next_try = time.monotonic() + backoff
+                names = spool.pending(self.state)
+            if now >= next_housekeeping:  # after a drain, so sessions just seen are known
+                if self.housekeeping():
+                    next_try = now  # a quiet session was queued: send it on the next round
+                next_housekeeping = now + QUIET_CHECK_SECONDS
                 names = spool.pending(self.state)
             known = set(names)
             if not names and time.monotonic() - last_work > settings.idle_seconds:

@@ -1,0 +1,147 @@
+"""The whole pipeline with real processes: plugin hook scripts -> OTLP -> forwarder -> reference endpoint.
+
+Whole payloads are compared, the session one against `otel-metrics session-summary`
+on the same transcript.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hooks_harness import (
+    FIXTURES,
+    SEND_METRICS,
+    SEND_SESSION_METRICS,
+    hook_env,
+    kill_exporters,
+    prompt_input,
+    run_hook,
+    session_input,
+    skill_input,
+)
+from servers import wait_for
+
+from otel_metrics import __version__
+
+FIXTURE = FIXTURES / "marot-spotter" / "4d5611e5-241a-462a-8d15-5122611a9569.jsonl"
+SESSION_ID = FIXTURE.stem  # the sessionId inside it
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, endpoint_server, forwarder_server):
+    forwarder = forwarder_server(endpoint_server.url)
+    state = tmp_path / "state"
+    state.mkdir()
+    yield endpoint_server, forwarder, state
+    kill_exporters(state)
+
+
+def utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def expected_event(kind: str, name: str, prompt_length: int, session_id: str, state: Path, got: dict) -> dict:
+    """The whole payload; the timestamp is the one sent, checked separately against the clock."""
+    timestamp = got["timestamp"]
+    return {
+        "type": kind,
+        "name": name,
+        "engine": "claude",
+        "version": __version__,
+        "timestamp": timestamp,
+        "session_id": session_id,
+        "user_id": (state / ".anonymous_id").read_text().strip(),
+        "os": "linux",
+        "mac": hashlib.sha256((session_id + timestamp).encode()).hexdigest(),
+        "prompt_length": prompt_length,
+    }
+
+
+def session_summary(transcript: Path, reason: str, state: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "otel_metrics.cli", "session-summary", str(transcript), "--reason", reason],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**hook_env(state, "http://127.0.0.1:9")},
+    )
+    return json.loads(out.stdout)
+
+
+def test_slash_command_skill_and_session_end_arrive_exactly(pipeline, tmp_path: Path) -> None:
+    if not FIXTURE.exists():
+        pytest.skip(f"{FIXTURE} is missing (shared/ fixtures beside the repo)")
+    endpoint, forwarder, state = pipeline
+    transcript = tmp_path / FIXTURE.name
+    shutil.copy(FIXTURE, transcript)
+    shutil.copytree(FIXTURE.with_suffix(""), transcript.with_suffix(""))
+    env = hook_env(state, forwarder.url)
+    before = int(time.time())
+    prompt = "/jira:solve ABC-123 the login page"
+    for result in (
+        run_hook(SEND_METRICS, prompt_input(prompt, session_id=SESSION_ID), env),
+        run_hook(SEND_METRICS, skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
+        run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
+    ):
+        assert (result.returncode, result.stdout) == (0, b"")
+    wait_for(lambda: len(endpoint.events()) >= 2 and len(endpoint.sessions()) >= 1, DEADLINE)
+    after = int(time.time())
+
+    slash, skill = sorted(endpoint.events(), key=lambda p: p["type"] != "slash_command")
+    assert slash == expected_event("slash_command", "jira:solve", len(prompt), SESSION_ID, state, slash)
+    assert skill == expected_event("skill", "pdf:extract", 0, SESSION_ID, state, skill)
+    for payload in (slash, skill):
+        assert utc(before) <= payload["timestamp"] <= utc(after)
+
+    [session] = endpoint.sessions()
+    assert session == session_summary(transcript, "logout", state)
+    expected_counts = json.loads(FIXTURE.with_name(FIXTURE.stem + ".expected.json").read_text())
+    assert {k: session[k] for k in expected_counts if k != "exit_reason"} == {
+        k: v for k, v in expected_counts.items() if k != "exit_reason"
+    }
+    assert session["exit_reason"] == "logout"
+
+    time.sleep(1)  # nothing more arrives: each item once
+    assert (len(endpoint.events()), len(endpoint.sessions())) == (2, 1)
+
+
+def test_session_end_without_transcript_still_reports_the_session(pipeline) -> None:
+    endpoint, forwarder, state = pipeline
+    env = hook_env(state, forwarder.url)
+    before = int(time.time())
+    run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", "lost-transcript", Path("/nonexistent/t.jsonl")), env)
+    [session] = wait_for(endpoint.sessions, DEADLINE)
+    assert utc(before) <= session["start_timestamp"] == session["end_timestamp"] <= utc(int(time.time()))
+    assert session["session_duration"] == 0
+    assert session["turn_count"] == session["total_tool_calls"] == 0
+    assert "total_input_tokens" not in session
+
+
+def test_session_whose_end_never_fired_is_reported_once(pipeline, tmp_path: Path) -> None:
+    """Ctrl+C, crash: the session seen at SessionStart is reported once its transcript is quiet."""
+    if not FIXTURE.exists():
+        pytest.skip(f"{FIXTURE} is missing")
+    endpoint, forwarder, state = pipeline
+    transcript = tmp_path / "quiet.jsonl"
+    shutil.copy(FIXTURE, transcript)
+    env = hook_env(state, forwarder.url, CLAUDE_METRICS_SESSION_QUIET_MINUTES="0.01")
+    run_hook(SEND_SESSION_METRICS, session_input("SessionStart", SESSION_ID, transcript), env)
+    time.sleep(1)
+    run_hook(SEND_METRICS, prompt_input("/later:command", session_id="another"), env)  # a later hook
+    [session] = wait_for(endpoint.sessions, DEADLINE)
+    assert session["exit_reason"] == "other"
+    assert session["session_id"] == SESSION_ID
+    # SessionEnd arriving after all (resumed, then ended) does not report it twice.
+    run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", SESSION_ID, transcript, "logout"), env)
+    run_hook(SEND_SESSION_METRICS, session_input("SessionStart", "third", tmp_path / "none.jsonl"), env)
+    wait_for(lambda: len(endpoint.events()) == 1, DEADLINE)
+    time.sleep(2)
+    assert len(endpoint.sessions()) == 1
