@@ -1,0 +1,359 @@
+"""Session aggregates from a Claude Code transcript and its subagent transcripts.
+
+The rules (issue 4, summed up in README "Session aggregates"):
+
+- Files: the main transcript T, then every `*.jsonl` in `<T without .jsonl>/subagents/`
+  (Claude Code 2.x), by name. Entries of T marked `"isSidechain": true` are subagent
+  entries too (Claude Code 1.x); the other entries of T are the main thread.
+- A line is one JSON object; any other non-blank line is skipped and counted
+  (blank lines are separators, not content). Bytes that are not UTF-8 are replaced
+  (U+FFFD), so a tool output with stray bytes still counts.
+- Only `user` and `assistant` entries count; every entry of T gives its top-level
+  `timestamp` to the session's start and end.
+- Ids (`message.id`, `requestId`, tool_use `id`, tool_result `tool_use_id`) are strings;
+  any other value counts as missing. Flags count only when exactly `true`.
+
+The whole file is never held in memory: lines are streamed, and what is kept grows
+with the number of messages and tool calls (ids), not with the bytes of their content.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple, Union
+
+from .hook.fastjson import loads
+from .model import SessionAggregates
+
+log = logging.getLogger("otel_metrics.transcript")
+
+# A user entry whose text starts with one of these is Claude Code talking, not the user.
+NOT_A_PROMPT_PREFIXES = (
+    "<local-command-stdout>",
+    "<local-command-stderr>",
+    "<local-command-caveat>",
+    "<task-notification>",
+    "[Request interrupted",
+    "This session is being continued",
+)
+SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's own stand-in messages (errors, interruptions)
+# tool_use name -> SessionAggregates field
+TOOL_COUNT_FIELDS = {
+    "Bash": "bash_call_count",
+    "Read": "file_read_count",
+    "Edit": "file_edit_count",
+    "Write": "file_write_count",
+    "Grep": "grep_call_count",
+    "Glob": "glob_call_count",
+    "WebFetch": "web_fetch_call_count",
+    "WebSearch": "web_search_call_count",
+}
+# usage keys, in the order of TokenCounts
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+TokenCounts = Tuple[int, int, int, int]
+
+_JSON_WHITESPACE = b" \t\r\n"
+_READ_BUFFER_BYTES = 1 << 20  # fewer, larger reads: measurably faster on big transcripts
+
+
+@dataclass(frozen=True)
+class TranscriptSummary:
+    session_id: Optional[str]  # the first top-level "sessionId" seen in T, else None
+    start_ns: Optional[int]  # earliest top-level timestamp of T's entries, unix ns (None: no timestamps)
+    end_ns: Optional[int]  # latest, unix ns
+    aggregates: SessionAggregates
+    skipped_lines: int  # non-blank lines that were not a JSON object (all files)
+
+
+def summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
+    """Aggregates of the session whose main transcript is `path`; never raises for bad content.
+
+    A transcript that cannot be opened gives zero counts and no times (the caller
+    substitutes the hook's time).
+    """
+    main = Path(path)
+    tally = _Tally()
+    if _read_file(main, tally, in_main=True):
+        for subagent in subagent_transcripts(main):
+            _read_file(subagent, tally, in_main=False)
+    return tally.summary()
+
+
+def subagent_transcripts(main: Path) -> List[Path]:
+    """`<main without .jsonl>/subagents/*.jsonl`, by name (Claude Code 2.x layout)."""
+    if not main.name.endswith(".jsonl"):
+        return []
+    folder = main.with_name(main.name[: -len(".jsonl")]) / "subagents"
+    try:
+        return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    except OSError:
+        return []
+
+
+def _read_file(path: Path, tally: _Tally, in_main: bool) -> bool:
+    """Feed every line of `path` to `tally`; False if it could not be opened.
+
+    A read that fails midway (file removed, disk error) keeps what was read.
+    """
+    opened = False
+    try:
+        with open(path, "rb", buffering=_READ_BUFFER_BYTES) as stream:
+            opened = True
+            for number, raw in enumerate(stream, 1):
+                try:
+                    entry = loads(raw.decode("utf-8", "replace"))
+                except ValueError:
+                    entry = None
+                if type(entry) is dict:
+                    tally.add(entry, in_main)
+                elif raw.strip(_JSON_WHITESPACE):
+                    tally.skipped_lines += 1
+                    log.debug("%s:%d: skipped, not a JSON object", path, number)
+    except OSError as exc:
+        log.debug("%s: %s", path, exc)
+    return opened
+
+
+class _Tally:
+    """Everything the rules need, fed one entry at a time in file order."""
+
+    def __init__(self) -> None:
+        self.session_id: Optional[str] = None
+        self.times = _TimeRange()
+        self.skipped_lines = 0
+        self.user_prompts = 0
+        self.turns = 0
+        self.prompt_awaiting_answer = False  # a user prompt with no main-thread answer yet
+        self.assistant_message_ids: Set[str] = set()
+        self.assistant_messages_without_id = 0
+        self.tool_use_ids: Set[str] = set()
+        self.tool_calls = 0
+        self.tool_counts: Dict[str, int] = dict.fromkeys(TOOL_COUNT_FIELDS.values(), 0)
+        self.error_tool_use_ids: Set[str] = set()
+        self.errors_without_id = 0
+        # (message.id, requestId) -> (sum, counts) of the biggest usage seen, first on ties
+        self.usage_by_request: Dict[Tuple[str, Optional[str]], Tuple[int, TokenCounts]] = {}
+        self.tokens_without_id = [0, 0, 0, 0]
+
+    def add(self, entry: dict, in_main: bool) -> None:
+        if in_main:
+            self.times.note(entry.get("timestamp"))
+            if self.session_id is None:
+                session_id = entry.get("sessionId")
+                if type(session_id) is str:
+                    self.session_id = session_id
+        kind = entry.get("type")
+        if kind == "assistant":
+            self._add_assistant(entry, in_main and entry.get("isSidechain") is not True)
+        elif kind == "user":
+            self._add_user(entry, in_main and entry.get("isSidechain") is not True)
+
+    def _add_user(self, entry: dict, main_thread: bool) -> None:
+        message = entry.get("message")
+        content = message.get("content") if type(message) is dict else None
+        if type(content) is list:
+            for block in content:
+                if type(block) is dict and block.get("type") == "tool_result" and block.get("is_error") is True:
+                    tool_use_id = block.get("tool_use_id")
+                    if type(tool_use_id) is str:
+                        self.error_tool_use_ids.add(tool_use_id)
+                    else:
+                        self.errors_without_id += 1
+        if (
+            main_thread
+            and entry.get("isMeta") is not True
+            and entry.get("isCompactSummary") is not True
+            and _is_prompt_text(_prompt_text(content))
+        ):
+            self.user_prompts += 1
+            self.prompt_awaiting_answer = True
+
+    def _add_assistant(self, entry: dict, main_thread: bool) -> None:
+        message = entry.get("message")
+        if type(message) is not dict:
+            message = {}
+        message_id = message.get("id")
+        if type(message_id) is not str:
+            message_id = None
+        if main_thread and message.get("model") != SYNTHETIC_MODEL:
+            if message_id is None:
+                self.assistant_messages_without_id += 1
+            else:
+                self.assistant_message_ids.add(message_id)
+            if self.prompt_awaiting_answer:
+                self.turns += 1
+                self.prompt_awaiting_answer = False
+        content = message.get("content")
+        if type(content) is list:
+            for block in content:
+                if type(block) is dict and block.get("type") == "tool_use":
+                    self._add_tool_use(block)
+        self._add_usage(message_id, entry.get("requestId"), message.get("usage"))
+
+    def _add_tool_use(self, block: dict) -> None:
+        block_id = block.get("id")
+        if type(block_id) is str:
+            if block_id in self.tool_use_ids:
+                return
+            self.tool_use_ids.add(block_id)
+        self.tool_calls += 1
+        name = block.get("name")
+        if type(name) is str and name in TOOL_COUNT_FIELDS:
+            self.tool_counts[TOOL_COUNT_FIELDS[name]] += 1
+
+    def _add_usage(self, message_id: Optional[str], request_id: object, usage: object) -> None:
+        counts = _token_counts(usage)
+        if message_id is None:
+            for i in range(4):
+                self.tokens_without_id[i] += counts[i]
+            return
+        key = (message_id, request_id if type(request_id) is str else None)
+        total = counts[0] + counts[1] + counts[2] + counts[3]
+        best = self.usage_by_request.get(key)
+        if best is None or total > best[0]:
+            self.usage_by_request[key] = (total, counts)
+
+    def summary(self) -> TranscriptSummary:
+        tokens = list(self.tokens_without_id)
+        for _, counts in self.usage_by_request.values():
+            for i in range(4):
+                tokens[i] += counts[i]
+        error_count = len(self.error_tool_use_ids) + self.errors_without_id
+        aggregates = SessionAggregates(
+            turn_count=self.turns,
+            user_message_count=self.user_prompts,
+            assistant_message_count=len(self.assistant_message_ids) + self.assistant_messages_without_id,
+            total_tool_calls=self.tool_calls,
+            tool_error_count=error_count,
+            total_input_tokens=max(tokens[0], 0),
+            total_output_tokens=max(tokens[1], 0),
+            cache_creation_tokens=max(tokens[2], 0),
+            cache_read_tokens=max(tokens[3], 0),
+            **self.tool_counts,
+        )
+        start_ns, end_ns = self.times.bounds()
+        return TranscriptSummary(self.session_id, start_ns, end_ns, aggregates, self.skipped_lines)
+
+
+def _prompt_text(content: object) -> Optional[str]:
+    """The text of a user entry's content, or None when it is a tool result or has no text form."""
+    if type(content) is str:
+        return content
+    if type(content) is not list:
+        return None
+    texts = []
+    for block in content:
+        if type(block) is dict:
+            block_type = block.get("type")
+            if block_type == "tool_result":
+                return None
+            if block_type == "text" and type(block.get("text")) is str:
+                texts.append(block["text"])
+    return "".join(texts)
+
+
+def _is_prompt_text(text: Optional[str]) -> bool:
+    if text is None:
+        return False
+    stripped = text.strip()
+    return bool(stripped) and not stripped.startswith(NOT_A_PROMPT_PREFIXES)
+
+
+def _token_counts(usage: object) -> TokenCounts:
+    if type(usage) is not dict:
+        return (0, 0, 0, 0)
+    values = [usage.get(key) for key in USAGE_KEYS]
+    # bool is an int subclass; JSON true is not a token count
+    return tuple(v if type(v) is int else 0 for v in values)  # type: ignore[return-value]
+
+
+# Timestamps
+
+_ISO_8601 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:[.,]([0-9]+))?(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2}))?"
+)
+# What Claude Code writes: UTC, milliseconds. Among valid ones, text order is time order.
+_CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+_NS = 1_000_000_000
+
+
+def parse_timestamp_ns(text: str) -> Optional[int]:
+    """ISO-8601 date-time -> unix nanoseconds, or None if it is not one.
+
+    Accepts "Z" or a +HH:MM offset (no offset: UTC) and any fraction (kept to the
+    nanosecond, further digits dropped). Python 3.9's datetime.fromisoformat takes
+    neither "Z" nor nanoseconds, hence this.
+    """
+    match = _ISO_8601.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, _, sign, offset_hours, offset_minutes = match.groups()
+    try:
+        days = _dt.date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None
+    if int(hour) > 23 or int(minute) > 59 or int(second) > 59:
+        return None
+    seconds = days * 86400 + int(hour) * 3600 + int(minute) * 60 + int(second)
+    if sign is not None:
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            return None
+        offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
+        seconds -= offset if sign == "+" else -offset
+    nanos = int((fraction or "")[:9].ljust(9, "0"))
+    return seconds * _NS + nanos
+
+
+class _TimeRange:
+    """Earliest and latest valid timestamp noted.
+
+    Canonical UTC timestamps (nearly all of them) are compared as text, which is
+    their time order; their validity depends only on the date, hour and minute
+    (remembered per minute) and the second's tens digit. Anything else is parsed.
+    """
+
+    def __init__(self) -> None:
+        self.first_text: Optional[str] = None
+        self.last_text: Optional[str] = None
+        self.first_ns: Optional[int] = None
+        self.last_ns: Optional[int] = None
+        self._valid_minutes: Dict[str, bool] = {}
+
+    def note(self, value: object) -> None:
+        if type(value) is not str:
+            return
+        if _CANONICAL_UTC.fullmatch(value) and value[17] <= "5" and self._valid_minute(value[:16]):
+            if self.first_text is None or value < self.first_text:
+                self.first_text = value
+            if self.last_text is None or value > self.last_text:
+                self.last_text = value
+            return
+        nanos = parse_timestamp_ns(value)
+        if nanos is None:
+            return
+        if self.first_ns is None or nanos < self.first_ns:
+            self.first_ns = nanos
+        if self.last_ns is None or nanos > self.last_ns:
+            self.last_ns = nanos
+
+    def _valid_minute(self, minute: str) -> bool:
+        valid = self._valid_minutes.get(minute)
+        if valid is None:
+            valid = self._valid_minutes[minute] = parse_timestamp_ns(minute + ":00Z") is not None
+        return valid
+
+    def bounds(self) -> Tuple[Optional[int], Optional[int]]:
+        firsts = [t for t in (self.first_ns, _parse_noted(self.first_text)) if t is not None]
+        lasts = [t for t in (self.last_ns, _parse_noted(self.last_text)) if t is not None]
+        return (min(firsts) if firsts else None, max(lasts) if lasts else None)
+
+
+def _parse_noted(text: Optional[str]) -> Optional[int]:
+    return None if text is None else parse_timestamp_ns(text)
