@@ -1,0 +1,161 @@
+"""The reference endpoint: /events and /sessions as the production endpoint should serve them.
+
+POST validates the key set, the types and the MAC (payloads.py) and stores the
+exact JSON received in SQLite; GET returns what was stored, in arrival order.
+Used by the demo and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import socketserver
+import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List
+from urllib.parse import urlsplit
+
+from .payloads import validate_event_payload, validate_session_payload
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+SHUTDOWN_POLL_SECONDS = 0.1  # how long stop() may wait for the accept loop to notice
+VALIDATORS: Dict[str, Callable[[object], List[str]]] = {
+    "/events": validate_event_payload,
+    "/sessions": validate_session_payload,
+}
+
+
+class PayloadStore:
+    """Accepted payloads, as received, in SQLite."""
+
+    def __init__(self, path: str) -> None:
+        self._lock = threading.Lock()  # one connection, shared by the request threads
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        # Durable across a crash of this process; a reference endpoint need not pay an fsync per payload.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS payloads (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " kind TEXT NOT NULL, body TEXT NOT NULL)"
+            )
+
+    def add(self, kind: str, body: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT INTO payloads (kind, body) VALUES (?, ?)", (kind, body))
+
+    def bodies(self, kind: str) -> List[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM payloads WHERE kind = ? ORDER BY id", (kind,)).fetchall()
+        return [row[0] for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class EndpointServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, store: PayloadStore) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.store = store
+        super().__init__((host, port), EndpointHandler)
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # without HTTPServer's getfqdn(): slow without DNS
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+class EndpointHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so the forwarder's connection reuse is real
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
+    server_version = "otel-metrics-endpoint"
+    timeout = 60
+    server: EndpointServer
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        validate = VALIDATORS.get(path)
+        length_text = self.headers.get("Content-Length", "")
+        if not (length_text.isascii() and length_text.isdigit()):
+            self.close_connection = True  # the body's end is unknown
+            self._reply(411, {"error": "a Content-Length is required"})
+            return
+        length = int(length_text)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._reply(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+            return
+        raw = self.rfile.read(length)
+        if validate is None:
+            self._reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
+            return
+        try:
+            text = raw.decode("utf-8")
+            payload = json.loads(text)
+        except ValueError as error:
+            self._reply(400, {"error": f"body is not UTF-8 JSON: {error}"})
+            return
+        problems = validate(payload)
+        if problems:
+            log.warning("refused a payload for %s: %s", path, "; ".join(problems))
+            self._reply(400, {"error": "invalid payload", "problems": problems})
+            return
+        self.server.store.add(path[1:], text)
+        self._reply(200, {"status": "stored"})
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path not in VALIDATORS:
+            self._reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
+            return
+        # The stored texts verbatim: exactly what was received.
+        body = "[" + ",".join(self.server.store.bodies(path[1:])) + "]"
+        self._send(200, body.encode("utf-8"))
+
+    def _reply(self, status_code: int, document: Any) -> None:
+        self._send(status_code, json.dumps(document).encode("utf-8"))
+
+    def _send(self, status_code: int, body: bytes) -> None:
+        self.send_response(status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class Endpoint:
+    """Server + store; start() returns once it is listening."""
+
+    def __init__(self, host: str, port: int, db_path: str) -> None:
+        self.store = PayloadStore(db_path)
+        try:
+            self.server = EndpointServer(host, port, self.store)
+        except OSError:
+            self.store.close()
+            raise
+        self._serving = threading.Thread(
+            target=self.server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,), name="endpoint", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple:
+        return self.server.server_address[:2]
+
+    def start(self) -> None:
+        self._serving.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.store.close()

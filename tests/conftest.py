@@ -1,0 +1,48 @@
+"""Shared fixtures: the reference endpoint and the forwarder as real processes on loopback.
+
+`endpoint_server` is a running `otel-metrics endpoint`; `forwarder_server` is a
+factory of `otel-metrics forwarder` processes, restartable on their port. The
+fixtures stop every process they started. Helpers (wait_for) are in servers.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import pytest
+from servers import EndpointProcess, ForwarderProcess
+
+
+@pytest.fixture
+def endpoint_server(tmp_path: Path) -> Iterator[EndpointProcess]:
+    server = EndpointProcess(tmp_path / "endpoint.sqlite")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def forwarder_server(tmp_path: Path) -> Iterator[Callable[..., ForwarderProcess]]:
+    """start(metrics_url, outbox=None, args=(), env=None): a running forwarder.
+
+    Retries are quick (50 ms doubling to 500 ms) unless args say otherwise.
+    """
+    started: List[ForwarderProcess] = []
+
+    def start(
+        metrics_url: str,
+        outbox: Optional[Path] = None,
+        args: Sequence[str] = (),
+        env: Optional[Dict[str, str]] = None,
+    ) -> ForwarderProcess:
+        outbox = outbox or tmp_path / f"outbox-{len(started)}.sqlite"
+        quick_retries = ["--retry-initial", "0.05", "--retry-max", "0.5"]
+        forwarder = ForwarderProcess(metrics_url, outbox, [*quick_retries, *args], env)
+        started.append(forwarder)
+        forwarder.start()
+        return forwarder
+
+    yield start
+    for forwarder in started:
+        forwarder.stop()

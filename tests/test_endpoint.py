@@ -1,0 +1,155 @@
+"""The reference endpoint as a process: validates, stores exactly what it accepted, lists it in order."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+from servers import EndpointProcess
+
+from otel_metrics.payloads import mac
+
+USER = "550e8400-e29b-41d4-a716-446655440000"
+EVENT = {
+    "type": "skill",
+    "name": "prow-job:analyze",
+    "engine": "claude",
+    "version": "1.0",
+    "timestamp": "2025-10-30T12:34:56Z",
+    "session_id": "abc123",
+    "user_id": USER,
+    "os": "darwin",
+    "mac": mac("abc123", "2025-10-30T12:34:56Z"),
+    "prompt_length": 0,
+}
+SESSION = {
+    "session_id": "abc123",
+    "user_id": None,
+    "os": "linux",
+    "engine": "claude",
+    "start_timestamp": "2025-10-30T12:00:00Z",
+    "end_timestamp": "2025-10-30T12:10:00Z",
+    "session_duration": 600,
+    "exit_reason": "logout",
+    "mac": mac("abc123", "2025-10-30T12:00:00Z"),
+    "turn_count": 1,
+    "user_message_count": 1,
+    "assistant_message_count": 2,
+    "total_tool_calls": 1,
+    "tool_error_count": 0,
+    "bash_call_count": 1,
+    "file_read_count": 0,
+    "file_edit_count": 0,
+    "file_write_count": 0,
+    "grep_call_count": 0,
+    "glob_call_count": 0,
+    "web_fetch_call_count": 0,
+    "web_search_call_count": 0,
+    "had_errors": False,
+    "total_output_tokens": 512,
+}
+
+
+@pytest.fixture
+def http() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def test_valid_payloads_are_stored_and_listed_in_arrival_order(endpoint_server: EndpointProcess, http) -> None:
+    second = {**EVENT, "type": "slash_command", "name": "jira:solve", "prompt_length": 17}
+    for path, payload in [("events", EVENT), ("sessions", SESSION), ("events", second), ("events", EVENT)]:
+        response = http.post(f"{endpoint_server.url}/{path}", json=payload, timeout=10)
+        assert (response.status_code, response.json()) == (200, {"status": "stored"})
+    assert endpoint_server.events() == [EVENT, second, EVENT]  # the same payload twice is two payloads
+    assert endpoint_server.sessions() == [SESSION]
+
+
+def test_the_exact_text_received_is_what_is_listed(endpoint_server: EndpointProcess, http) -> None:
+    text = json.dumps(EVENT, indent=3, sort_keys=True)
+    assert http.post(f"{endpoint_server.url}/events", data=text, timeout=10).status_code == 200
+    listed = http.get(f"{endpoint_server.url}/events", timeout=10)
+    assert listed.headers["Content-Type"] == "application/json"
+    assert listed.text == f"[{text}]"
+
+
+def test_invalid_payloads_are_refused_with_the_problems(endpoint_server: EndpointProcess, http) -> None:
+    bad_event = {**EVENT, "mac": "0" * 64, "prompt_length": False}
+    response = http.post(f"{endpoint_server.url}/events", json=bad_event, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid payload",
+        "problems": ["prompt_length must be an integer, not a boolean", "mac is not sha256(session_id + timestamp)"],
+    }
+    # A session payload is not an event, nor the other way round.
+    response = http.post(f"{endpoint_server.url}/sessions", json=EVENT, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["problems"][:2] == [
+        "missing keys: assistant_message_count, bash_call_count, end_timestamp, exit_reason, file_edit_count, "
+        "file_read_count, file_write_count, glob_call_count, grep_call_count, had_errors, session_duration, "
+        "start_timestamp, tool_error_count, total_tool_calls, turn_count, user_message_count, "
+        "web_fetch_call_count, web_search_call_count",
+        "unexpected keys: name, prompt_length, timestamp, type, version",
+    ]
+    assert endpoint_server.events() == []
+    assert endpoint_server.sessions() == []
+    assert "refused a payload for /events" in endpoint_server.log()
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        (b"{", "body is not UTF-8 JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (b"\xff", "body is not UTF-8 JSON: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)
+def test_bodies_that_are_not_json(endpoint_server: EndpointProcess, http, body: bytes, error: str) -> None:
+    response = http.post(f"{endpoint_server.url}/events", data=body, timeout=10)
+    assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+def test_a_json_array_is_not_a_payload(endpoint_server: EndpointProcess, http) -> None:
+    response = http.post(f"{endpoint_server.url}/events", json=[EVENT], timeout=10)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid payload", "problems": ["payload must be a JSON object, not an array"]},
+    )
+
+
+def test_unknown_paths_and_oversized_bodies(endpoint_server: EndpointProcess, http) -> None:
+    response = http.post(f"{endpoint_server.url}/event", json=EVENT, timeout=10)
+    assert (response.status_code, response.json()) == (
+        404,
+        {"error": "no such endpoint /event; use /events or /sessions"},
+    )
+    response = http.get(f"{endpoint_server.url}/", timeout=10)
+    assert response.status_code == 404
+    response = http.post(f"{endpoint_server.url}/events", data=b" " * (1024 * 1024 + 1), timeout=10)
+    assert (response.status_code, response.json()) == (413, {"error": "body over 1048576 bytes"})
+
+
+def test_a_body_without_content_length_is_refused(endpoint_server: EndpointProcess) -> None:
+    with socket.create_connection(("127.0.0.1", endpoint_server.port), timeout=10) as connection:
+        connection.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        reply = b"".join(iter(lambda: connection.recv(4096), b"")).decode()  # until the server closes
+    assert reply.startswith("HTTP/1.1 411 ")
+    assert reply.endswith('{"error": "a Content-Length is required"}')
+
+
+def test_stored_payloads_survive_a_restart(tmp_path: Path, http) -> None:
+    db = tmp_path / "endpoint.sqlite"
+    first = EndpointProcess(db).start()
+    try:
+        assert http.post(f"{first.url}/sessions", json=SESSION, timeout=10).status_code == 200
+    finally:
+        assert first.stop(signal.SIGINT) == 0  # a clean exit on Ctrl+C
+    second = EndpointProcess(db).start()
+    try:
+        assert second.sessions() == [SESSION]
+    finally:
+        assert second.stop() == 0
