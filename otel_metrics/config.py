@@ -116,3 +116,17 @@ def number(env: "Mapping[str, str]", name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 else default
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL's host is this machine: such traffic must bypass HTTP(S)_PROXY."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -6,10 +6,8 @@ attribute keys come from schema.py, which the forwarder decodes with.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from typing import Dict, Iterable, List, Sequence, Tuple
-from urllib.parse import urlsplit
 
 import requests
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -27,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from . import schema
+from .config import is_loopback_url
 from .model import ENGINE, Event, Session
 
 ResourceKey = Tuple[str, str]  # (version, os)
@@ -114,23 +113,13 @@ def sessions_to_spans(sessions: Sequence[Session]) -> List[ReadableSpan]:
     return spans
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class OtlpSender:
     """The OTLP/HTTP exporters of the SDK, aimed at one collector base URL."""
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         session = requests.Session()
         # A company HTTP(S)_PROXY without NO_PROXY would swallow loopback traffic.
-        session.trust_env = not _is_loopback(base_url)
+        session.trust_env = not is_loopback_url(base_url)
         self.base_url = base_url.rstrip("/")
         self._metrics = OTLPMetricExporter(endpoint=self.base_url + "/v1/metrics", timeout=timeout, session=session)
         self._traces = OTLPSpanExporter(endpoint=self.base_url + "/v1/traces", timeout=timeout, session=session)

@@ -6,24 +6,16 @@ report a session identically.
 
 from __future__ import annotations
 
-import re
+import os
 from typing import Optional
 
 from .model import Session
+from .payloads import normalize_exit_reason
 from .transcript import summarize
-
-_REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")
-
-
-def normalize_exit_reason(reason: object) -> str:
-    """The hook's reason when it is a short lowercase identifier, else "other"."""
-    if isinstance(reason, str) and _REASON.fullmatch(reason):
-        return reason
-    return "other"
 
 
 def session_from_transcript(
-    session_id: str,
+    session_id: Optional[str],
     transcript_path: Optional[str],
     reason: object,
     hook_time_ns: int,
@@ -32,8 +24,12 @@ def session_from_transcript(
     os_name: str,
 ) -> Session:
     """A missing or unreadable transcript still makes a session: zero counts,
-    the hook's time as start and end."""
+    the hook's time as start and end. Without a session id (the CLI), the
+    transcript's own, else its file name."""
     summary = summarize(transcript_path) if transcript_path else None
+    if session_id is None:
+        stem = os.path.splitext(os.path.basename(transcript_path or ""))[0]
+        session_id = (summary.session_id if summary else None) or stem
     start_ns = summary.start_ns if summary and summary.start_ns is not None else hook_time_ns
     end_ns = summary.end_ns if summary and summary.end_ns is not None else hook_time_ns
     return Session(

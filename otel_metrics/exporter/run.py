@@ -63,10 +63,7 @@ class Exporter:
         return self._sender
 
     def housekeeping(self) -> int:
-        """Enforce the spool's bounds; queue sessions that ended without SessionEnd (their count)."""
-        dropped = spool.enforce_bounds(self.state, self.settings.max_items, self.settings.max_age_seconds)
-        if dropped:
-            log.error("spool over its bounds: dropped %d oldest record(s)", dropped)
+        """Queue sessions that ended without SessionEnd; return how many."""
         quiet = self.registry.quiet_sessions(self.settings.session_quiet_seconds)
         for session_id, path in quiet:
             log.info("session %s ended without SessionEnd: reporting it", session_id)
@@ -90,7 +87,10 @@ class Exporter:
         self.registry.mark_reported(session_id)
 
     def drain(self) -> bool:
-        """One round: read up to BATCH records, export them. True when nothing failed."""
+        """One round: enforce the spool's bounds, read up to BATCH records, export them. True when nothing failed."""
+        dropped = spool.enforce_bounds(self.state, self.settings.max_items, self.settings.max_age_seconds)
+        if dropped:
+            log.error("spool over its bounds: dropped %d oldest record(s)", dropped)
         events: List[Tuple[str, Event]] = []
         sessions: List[Tuple[str, Session]] = []
         user_id = anonymous_id(self.state)
