@@ -52,6 +52,6 @@ SESSION_AGGREGATE_ATTRIBUTES.update(
     }
 )
 
-# Attributes that make a series per session/user/event: dropped on the
-# Prometheus branch of the collector (collector-config/otelcol.yaml).
-HIGH_CARDINALITY_KEYS = (SESSION_ID, USER_ID, EVENT_TIMESTAMP)
+# Attributes that make a series per session/user/event (or per prompt length):
+# dropped on the collector's fan-out branch (collector-config/fanout.yaml).
+HIGH_CARDINALITY_KEYS = (SESSION_ID, USER_ID, EVENT_TIMESTAMP, EVENT_PROMPT_LENGTH)

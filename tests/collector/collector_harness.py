@@ -1,0 +1,198 @@
+"""The real OpenTelemetry Collector (build/otelcol-metrics) as a process, and what its tests share.
+
+CollectorProcess runs one collector with every port free and its own persistent-queue
+directory; OtlpCapture stands where Prometheus or Jaeger stands; expected_event is the
+whole legacy payload a hook's slash command or skill must become.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import requests
+from servers import wait_for
+
+from otel_metrics import __version__
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "collector-config"
+BASE_CONFIG = CONFIG_DIR / "otelcol.yaml"
+FANOUT_CONFIG = CONFIG_DIR / "fanout.yaml"
+BINARY = REPO / "build" / "otelcol-metrics"
+START_SECONDS = 30.0
+STOP_SECONDS = 15.0
+# One sample line of the Prometheus text format: name{labels} value
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
+
+
+def free_ports(count: int) -> List[int]:
+    """Distinct ports nobody listens on right now (the OS's choices for port 0, held together)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+class CollectorProcess:
+    """One otelcol-metrics process; restart() keeps its ports and its queue directory."""
+
+    def __init__(
+        self, binary: Path, configs: Sequence[Path], forwarder_url: str, workdir: Path, env: Dict[str, str]
+    ) -> None:
+        self.binary = binary
+        self.configs = list(configs)
+        self.storage_dir = workdir / "queue"
+        self.log_path = workdir / "collector.log"
+        self.http_port, self.grpc_port, self.health_port, self.telemetry_port = free_ports(4)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.env.update(
+            {
+                "OTEL_METRICS_COLLECTOR_LISTEN": f"127.0.0.1:{self.http_port}",
+                "OTEL_METRICS_COLLECTOR_GRPC_LISTEN": f"127.0.0.1:{self.grpc_port}",
+                "OTEL_METRICS_HEALTH_LISTEN": f"127.0.0.1:{self.health_port}",
+                "OTEL_METRICS_TELEMETRY_HOST": "127.0.0.1",
+                "OTEL_METRICS_TELEMETRY_PORT": str(self.telemetry_port),
+                "OTEL_METRICS_FORWARDER_URL": forwarder_url,
+                "OTEL_METRICS_STORAGE_DIR": str(self.storage_dir),
+                **env,
+            }
+        )
+        self.proc: Optional[subprocess.Popen] = None
+        self._http = requests.Session()
+        self._http.trust_env = False  # loopback only, whatever proxy the environment names
+
+    @property
+    def otlp_url(self) -> str:
+        """What the hooks get as CLAUDE_METRICS_OTLP_ENDPOINT."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> CollectorProcess:
+        args = [str(self.binary), *(f"--config={config}" for config in self.configs)]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            wait_for(self._healthy, START_SECONDS, 0.05)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"the collector did not become healthy:\n{self.log()}") from None
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the collector exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return self._http.get(f"http://127.0.0.1:{self.health_port}/", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def restart(self) -> CollectorProcess:
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def telemetry(self, name: str, **labels: str) -> float:
+        """The sum of the collector's own metric `name` over samples carrying these labels."""
+        text = self._http.get(f"http://127.0.0.1:{self.telemetry_port}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            sample = SAMPLE.match(line)
+            if not sample or sample.group(1) != name:
+                continue
+            if all(f'{key}="{value}"' in (sample.group(2) or "") for key, value in labels.items()):
+                total += float(sample.group(3))
+        return total
+
+    def accepted(self) -> int:
+        """Data points and spans the receiver took (each is in the persistent queue by then)."""
+        return int(
+            self.telemetry("otelcol_receiver_accepted_metric_points")
+            + self.telemetry("otelcol_receiver_accepted_spans")
+        )
+
+    def close(self) -> None:
+        self.stop()
+        self._http.close()
+
+
+class OtlpCapture:
+    """An OTLP/HTTP server on loopback standing where Prometheus or Jaeger stands: keeps (path, body)."""
+
+    def __init__(self) -> None:
+        self.requests: List[Tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        capture = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with capture._lock:
+                    capture.requests.append((self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def bodies(self, path: str) -> List[bytes]:
+        with self._lock:
+            return [body for got, body in self.requests if got == path]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def expected_event(kind: str, name: str, prompt_length: int, session_id: str, state: Path, timestamp: str) -> dict:
+    return {
+        "type": kind,
+        "name": name,
+        "engine": "claude",
+        "version": __version__,
+        "timestamp": timestamp,
+        "session_id": session_id,
+        "user_id": (state / ".anonymous_id").read_text().strip(),
+        "os": "linux",
+        "mac": hashlib.sha256((session_id + timestamp).encode()).hexdigest(),
+        "prompt_length": prompt_length,
+    }

@@ -1,0 +1,75 @@
+"""Fixtures for the real collector: its binary, running collectors, OTLP capture servers.
+
+`collector_binary` is the distribution `make collector` builds; without it and without
+Go the tests skip and say why, except under CI=true, where they fail. The endpoint,
+forwarder and hook helpers are the shared ones (tests/conftest.py, servers.py,
+hooks_harness.py); the collector's are in collector_harness.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+
+import pytest
+from collector_harness import BASE_CONFIG, BINARY, FANOUT_CONFIG, REPO, CollectorProcess, OtlpCapture
+from hooks_harness import kill_exporters
+
+
+@pytest.fixture(scope="session")
+def collector_binary() -> Path:
+    """build/otelcol-metrics, brought up to date by `make collector` when Go is here."""
+    if shutil.which("go") and shutil.which("make"):
+        built = subprocess.run(["make", "--no-print-directory", "collector"], cwd=REPO, capture_output=True, text=True)
+        if built.returncode != 0:
+            pytest.fail(f"make collector failed:\n{built.stdout}\n{built.stderr}")
+    if BINARY.exists():
+        return BINARY
+    reason = f"{BINARY.relative_to(REPO)} is missing and Go is not installed: `make collector` builds it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the collector tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def collector(tmp_path: Path, collector_binary: Path) -> Iterator[Callable[..., CollectorProcess]]:
+    """start(forwarder_url, fanout=False, env=None): a running collector, stopped at teardown."""
+    started: List[CollectorProcess] = []
+
+    def start(forwarder_url: str, fanout: bool = False, env: Optional[Dict[str, str]] = None) -> CollectorProcess:
+        workdir = tmp_path / f"collector-{len(started)}"
+        workdir.mkdir()
+        configs = [BASE_CONFIG, FANOUT_CONFIG] if fanout else [BASE_CONFIG]
+        process = CollectorProcess(collector_binary, configs, forwarder_url, workdir, env or {})
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.close()
+
+
+@pytest.fixture
+def hook_state(tmp_path: Path) -> Iterator[Path]:
+    """The hooks' state directory; their background exporters are killed at teardown."""
+    state = tmp_path / "state"
+    state.mkdir()
+    yield state
+    kill_exporters(state)
+
+
+@pytest.fixture
+def otlp_capture() -> Iterator[Callable[[], OtlpCapture]]:
+    """start(): a running OtlpCapture, stopped at teardown."""
+    started: List[OtlpCapture] = []
+
+    def start() -> OtlpCapture:
+        started.append(OtlpCapture())
+        return started[-1]
+
+    yield start
+    for capture in started:
+        capture.stop()

@@ -1,0 +1,192 @@
+"""docker-compose.yml, checked without a Docker engine: it parses, what it mounts and builds
+exists, its ports and service URLs agree with the collector configuration, the collector
+image is the release the builder manifest pins, and the dashboard queries use schema names."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Set
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from otel_metrics import config, schema
+from otel_metrics.cli import build_parser
+from otel_metrics.model import COUNT_KEYS, TOKEN_KEYS
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES: Dict[str, dict] = COMPOSE["services"]
+COLLECTOR = SERVICES["collector"]
+COLLECTOR_ENV: Dict[str, str] = COLLECTOR["environment"]
+CONFIG_DIR = REPO / "collector-config"
+ENV_REFERENCE = re.compile(r"\$\{env:([A-Z0-9_]+)(?::-[^}]*)?\}")
+GRAFANA = REPO / "deploy" / "grafana"
+
+
+def bind_mounts(service: dict) -> Dict[str, str]:
+    """host path -> container path, for the volumes that are host paths."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[source] = target
+    return mounts
+
+
+def published(service: dict) -> Dict[int, int]:
+    """container port -> host port."""
+    ports = {}
+    for mapping in service.get("ports", []):
+        *_, host, container = mapping.split(":")
+        ports[int(container)] = int(host)
+    return ports
+
+
+def option(service: dict, name: str) -> str:
+    """The value of --name=value in the service's command."""
+    [value] = [arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(f"--{name}=")]
+    return value
+
+
+def listen_port(service: dict) -> int:
+    return int(option(service, "listen").rsplit(":", 1)[1])
+
+
+def service_url(url: str) -> tuple:
+    parts = urlsplit(url)
+    assert parts.hostname in SERVICES, f"{url} names no service"
+    return parts.hostname, parts.port, parts.path
+
+
+def collector_configs() -> List[Path]:
+    mounts = bind_mounts(COLLECTOR)
+    [(source, target)] = [(s, t) for s, t in mounts.items() if Path(s).resolve() == CONFIG_DIR.resolve()]
+    paths = []
+    for arg in COLLECTOR["command"]:
+        assert arg.startswith(f"--config={target}/"), arg
+        paths.append(REPO / source / arg.split("=", 1)[1][len(target) + 1 :])
+    return paths
+
+
+def test_every_mounted_file_and_build_context_exists() -> None:
+    for name, service in SERVICES.items():
+        for source in bind_mounts(service):
+            assert (REPO / source).exists(), f"{name} mounts {source}, which is missing"
+        if "build" in service:
+            assert (REPO / service["build"] / "Dockerfile").is_file(), name
+    named = {volume.split(":")[0] for s in SERVICES.values() for volume in s.get("volumes", [])}
+    assert {v for v in named if not v.startswith(".")} == set(COMPOSE["volumes"])
+
+
+def test_the_collector_image_is_the_release_the_builder_manifest_pins() -> None:
+    manifest = yaml.safe_load((CONFIG_DIR / "builder-config.yaml").read_text())
+    image, tag = COLLECTOR["image"].split(":")
+    assert image == "otel/opentelemetry-collector-contrib"
+    assert tag == manifest["dist"]["version"]
+
+
+def test_the_collector_runs_the_base_configuration_with_the_fanout_merged() -> None:
+    assert [path.name for path in collector_configs()] == ["otelcol.yaml", "fanout.yaml"]
+    for path in collector_configs():
+        assert path.is_file()
+
+
+def test_every_collector_variable_is_one_the_configuration_reads() -> None:
+    read: Set[str] = set()
+    for path in collector_configs():
+        read |= set(ENV_REFERENCE.findall(path.read_text()))
+    assert set(COLLECTOR_ENV) <= read
+    # Everything that must differ from the local defaults inside a container is set.
+    assert read - set(COLLECTOR_ENV) <= {"OTEL_METRICS_SPANMETRICS_FLUSH_INTERVAL"}
+
+
+def test_the_hooks_reach_the_collector_on_the_default_endpoint() -> None:
+    receiver_port = int(COLLECTOR_ENV["OTEL_METRICS_COLLECTOR_LISTEN"].rsplit(":", 1)[1])
+    assert published(COLLECTOR)[receiver_port] == urlsplit(config.DEFAULT_OTLP_ENDPOINT).port == 4318
+    grpc_port = int(COLLECTOR_ENV["OTEL_METRICS_COLLECTOR_GRPC_LISTEN"].rsplit(":", 1)[1])
+    assert grpc_port in published(COLLECTOR)
+    for listen in ("OTEL_METRICS_COLLECTOR_LISTEN", "OTEL_METRICS_HEALTH_LISTEN"):
+        assert COLLECTOR_ENV[listen].startswith("0.0.0.0:"), "inside a container, listen on every interface"
+
+
+def test_the_collector_exports_to_the_forwarder_which_posts_to_the_endpoint() -> None:
+    host, port, path = service_url(COLLECTOR_ENV["OTEL_METRICS_FORWARDER_URL"])
+    assert (host, path) == ("forwarder", "")
+    assert port == listen_port(SERVICES["forwarder"])
+    host, port, _ = service_url(option(SERVICES["forwarder"], "metrics-url"))
+    assert (host, port) == ("endpoint", listen_port(SERVICES["endpoint"]))
+    assert published(SERVICES["endpoint"])[port] == port
+
+
+def test_the_fanout_reaches_prometheus_and_jaeger_by_otlp() -> None:
+    host, port, path = service_url(COLLECTOR_ENV["OTEL_METRICS_PROMETHEUS_OTLP_URL"])
+    assert (host, port, path) == ("prometheus", 9090, "/api/v1/otlp")
+    assert "--web.enable-otlp-receiver" in SERVICES["prometheus"]["command"]
+    # Delta counters need the conversion, or Prometheus rejects them.
+    assert "--enable-feature=otlp-deltatocumulative" in SERVICES["prometheus"]["command"]
+    host, port, _ = service_url(COLLECTOR_ENV["OTEL_METRICS_JAEGER_OTLP_URL"])
+    assert (host, port) == ("jaeger", 4318)  # Jaeger v2's own OTLP/HTTP port, inside its container
+
+
+def test_the_collector_queue_is_a_volume() -> None:
+    storage = COLLECTOR_ENV["OTEL_METRICS_STORAGE_DIR"]
+    targets = [volume.split(":")[1] for volume in COLLECTOR["volumes"] if not volume.startswith(".")]
+    assert storage in targets
+
+
+def test_prometheus_scrapes_the_collector_telemetry() -> None:
+    prometheus = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    assert f"collector:{COLLECTOR_ENV['OTEL_METRICS_TELEMETRY_PORT']}" in targets
+    assert COLLECTOR_ENV["OTEL_METRICS_TELEMETRY_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", ["forwarder", "endpoint"])
+def test_the_python_services_run_real_subcommands(name: str) -> None:
+    args = build_parser().parse_args(SERVICES[name]["command"])
+    assert args.run.__name__ == f"run_{name}"
+    dockerfile = (REPO / SERVICES[name]["build"] / "Dockerfile").read_text()
+    assert re.search(r"^RUN pip install ", dockerfile, re.MULTILINE)
+    assert 'ENTRYPOINT ["otel-metrics"]' in dockerfile
+
+
+def grafana_datasources() -> Dict[str, dict]:
+    provisioning = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "datasources.yaml").read_text())
+    return {source["uid"]: source for source in provisioning["datasources"]}
+
+
+def test_grafana_datasources_point_at_compose_services() -> None:
+    mounts = bind_mounts(SERVICES["grafana"])
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    for uid, source in grafana_datasources().items():
+        url = source.get("url") or source["jsonData"]["allowedHosts"][0]
+        host, port, _ = service_url(url)
+        assert port in {9090, 16686, listen_port(SERVICES["endpoint"])}, uid
+
+
+def prometheus_name(otel_name: str) -> str:
+    """Prometheus' OTLP translation (underscore escaping): dots become underscores."""
+    return otel_name.replace(".", "_")
+
+
+def test_the_dashboard_queries_use_schema_names() -> None:
+    dashboard = json.loads((GRAFANA / "dashboards" / "plugin-usage.json").read_text())
+    uids = set(grafana_datasources())
+    queries = []
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] in uids, panel["title"]
+        queries += [target.get("expr") or json.dumps(target) for target in panel["targets"]]
+    text = "\n".join(queries)
+    # The delta counter becomes a cumulative counter: <name>_total (a {curly} unit adds nothing).
+    assert f"{prometheus_name(schema.EVENT_METRIC)}_total" in text
+    for key in (schema.EVENT_TYPE, schema.EVENT_NAME, schema.SESSION_EXIT_REASON):
+        assert prometheus_name(key) in text
+    assert schema.SESSION_SPAN in text
+    for key in (*TOKEN_KEYS, *(k for k in COUNT_KEYS if k.endswith("_call_count"))):
+        assert f'"{key}"' in text  # the endpoint's session payload keys
+    for key in schema.HIGH_CARDINALITY_KEYS:
+        assert prometheus_name(key) not in text  # the fan-out removes them
