@@ -1,0 +1,103 @@
+"""Fixtures for driving the real Claude Code CLI with our plugin against loopback services."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, Optional
+
+import pytest
+from claude_cli import ClaudeCodeUnavailable, base_env, ensure_claude_cli
+from expectations import plugin_data_dir
+from fake_api import FakeMessagesAPI
+from pipeline import Endpoint, Forwarder, stop_exporters
+
+# Exporters started by the hooks stay warm this long after their last item; short, so each test ends them.
+EXPORTER_IDLE_SECONDS = "1"
+EXPORTER_STOP_SECONDS = 40.0
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.acceptance)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+
+
+@pytest.fixture(scope="session")
+def claude_cli() -> Path:
+    try:
+        return ensure_claude_cli()
+    except ClaudeCodeUnavailable as reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the real Claude Code CLI is required under CI=true: {reason}")
+        pytest.skip(f"the real Claude Code CLI is unavailable: {reason}")
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
+    service = Endpoint(tmp_path)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def forwarder(tmp_path: Path, endpoint: Endpoint) -> Iterator[Forwarder]:
+    service = Forwarder(tmp_path, endpoint.url)
+    yield service
+    service.stop()
+
+
+@dataclass
+class Workspace:
+    """A user's machine in miniature: HOME, a project directory, the plugin's state directory."""
+
+    home: Path
+    project: Path
+    state: Path
+    scratch: Path  # a state directory for `otel-metrics session-summary`, apart from the hooks'
+
+    def env(self, api: FakeMessagesAPI, otlp_url: Optional[str], state_in_env: bool = True) -> Dict[str, str]:
+        extra = {"CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": EXPORTER_IDLE_SECONDS}
+        if otlp_url:
+            extra["CLAUDE_METRICS_OTLP_ENDPOINT"] = otlp_url
+        if state_in_env:
+            extra["CLAUDE_METRICS_DIR"] = str(self.state)
+        return base_env(self.home, api.base_url, extra)
+
+
+@pytest.fixture
+def workspace(request: pytest.FixtureRequest, tmp_path: Path, claude_cli: Path) -> Iterator[Workspace]:
+    home, project, state, scratch = (tmp_path / name for name in ("home", "project", "state", "scratch"))
+    for directory in (home, project, state, scratch):
+        directory.mkdir()
+    space = Workspace(home, project, state, scratch)
+    yield space
+    if request.node.stash.get(CALL_FAILED, False):
+        _show_logs(tmp_path)
+    # The hooks' detached exporters are processes this test caused: see them end before the next test.
+    for state_dir in (state, plugin_data_dir(home)):
+        leftover = stop_exporters(state_dir, EXPORTER_STOP_SECONDS)
+        assert not leftover, f"exporters {leftover} for {state_dir} did not idle out; terminated"
+
+
+def _show_logs(tmp_path: Path) -> None:
+    """On failure: the hooks' log and the servers' output (pytest shows them under the teardown)."""
+    for log in sorted(tmp_path.rglob("*.log")):
+        print(f"----- {log.relative_to(tmp_path)}\n{log.read_text(errors='replace')[-6000:]}")

@@ -1,0 +1,116 @@
+"""The payloads a real session must produce, computed independently of the code under test.
+
+Only `otel-metrics session-summary` is reused: the session scenario's very claim
+is that what arrives equals what it computes on the transcript Claude Code wrote.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterable, List
+
+from claude_cli import PLUGIN_DIR, ClaudeRun
+from pipeline import OTEL_METRICS
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def plugin_manifest() -> Dict[str, Any]:
+    return json.loads((PLUGIN_DIR / ".claude-plugin" / "plugin.json").read_text(encoding="utf-8"))
+
+
+def plugin_data_dir(home: Path) -> Path:
+    """CLAUDE_PLUGIN_DATA that Claude Code 2.1.197 gives a --plugin-dir plugin (observed: `<name>-inline`)."""
+    return home / ".claude" / "plugins" / "data" / f"{plugin_manifest()['name']}-inline"
+
+
+def expected_os() -> str:
+    if sys.platform.startswith("win"):
+        return "windows"
+    return "darwin" if sys.platform == "darwin" else "linux"
+
+
+def anonymous_id(state_dir: Path) -> str:
+    value = (state_dir / ".anonymous_id").read_text(encoding="ascii").strip()
+    return str(uuid.UUID(value))
+
+
+def mac(session_id: str, timestamp: str) -> str:
+    return hashlib.sha256((session_id + timestamp).encode("utf-8")).hexdigest()
+
+
+def unix_seconds(timestamp: str) -> int:
+    return calendar.timegm(time.strptime(timestamp, TIMESTAMP_FORMAT))
+
+
+def assert_within(timestamp: str, run: ClaudeRun) -> None:
+    """A payload time lies within the session's run (whole seconds, as sent)."""
+    moment = unix_seconds(timestamp)
+    assert math.floor(run.started) <= moment <= math.ceil(run.ended), (timestamp, run.started, run.ended)
+
+
+def expected_event(
+    payload: Dict[str, Any], run: ClaudeRun, kind: str, name: str, prompt_length: int, user_id: str
+) -> Dict[str, Any]:
+    """The whole event payload; its timestamp is taken from the payload once checked against the run."""
+    timestamp = payload.get("timestamp")
+    assert isinstance(timestamp, str), payload
+    assert_within(timestamp, run)
+    return {
+        "type": kind,
+        "name": name,
+        "engine": "claude",
+        "version": plugin_manifest()["version"],
+        "timestamp": timestamp,
+        "session_id": run.session_id,
+        "user_id": user_id,
+        "os": expected_os(),
+        "mac": mac(run.session_id, timestamp),
+        "prompt_length": prompt_length,
+    }
+
+
+def session_summary(transcript: Path, scratch: Path) -> Dict[str, Any]:
+    """`otel-metrics session-summary TRANSCRIPT --reason other`, with a scratch state directory."""
+    env = dict(os.environ, CLAUDE_METRICS_DIR=str(scratch))
+    out = subprocess.run(
+        [OTEL_METRICS, "session-summary", str(transcript), "--reason", "other"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def expected_session(run: ClaudeRun, user_id: str, scratch: Path, exit_reason: str = "other") -> Dict[str, Any]:
+    """The session payload: the summary of the transcript Claude Code wrote, with user_id and exit_reason as sent."""
+    summary = session_summary(run.transcript, scratch)
+    assert summary["session_id"] == run.session_id, summary
+    assert_within(summary["start_timestamp"], run)
+    assert_within(summary["end_timestamp"], run)
+    assert summary["mac"] == mac(run.session_id, summary["start_timestamp"]), summary
+    return dict(summary, user_id=user_id, exit_reason=exit_reason)
+
+
+def by_session(payloads: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Payloads keyed by session_id; a session appearing twice is a failure."""
+    keyed: Dict[str, Dict[str, Any]] = {}
+    for payload in payloads:
+        assert payload["session_id"] not in keyed, f"two payloads for one session: {payload}"
+        keyed[payload["session_id"]] = payload
+    return keyed
+
+
+def requests_mentioning(requests: Iterable[Any], marker: str) -> List[Any]:
+    return [r for r in requests if marker in json.dumps(r.body)]
