@@ -34,6 +34,11 @@ demo: install compile
 bench: install compile
 	$(PY) benchmarks/hook_latency.py
 
+# Session aggregates of a generated 100 MB transcript vs a naive reader (README "Session aggregates").
+.PHONY: bench-transcript
+bench-transcript: install
+	$(PY) benchmarks/transcript_speed.py
+
 clean:
 	rm -rf $(VENV) build .cache
 
