@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -127,10 +128,19 @@ def log_lines(state_dir: Path) -> List[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+def expected_event(kind: str, name: str, prompt_length: int, session_id: str, state: Path, timestamp: str) -> dict:
+    """The whole legacy event payload a hook must produce; the timestamp is the one sent."""
+    from otel_metrics import __version__
+
+    return {
+        "type": kind,
+        "name": name,
+        "engine": "claude",
+        "version": __version__,
+        "timestamp": timestamp,
+        "session_id": session_id,
+        "user_id": (state / ".anonymous_id").read_text().strip(),
+        "os": "linux",
+        "mac": hashlib.sha256((session_id + timestamp).encode()).hexdigest(),
+        "prompt_length": prompt_length,
+    }

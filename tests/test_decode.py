@@ -288,6 +288,14 @@ def test_event_to_otlp_to_event_is_the_identity(sent: List[Event], encoding: str
     assert Counter(received) == Counter(sent)
 
 
+@settings(max_examples=30, deadline=None)
+@given(events(), st.integers(2, 5))
+def test_identical_events_stay_distinct_events(event: Event, copies: int) -> None:
+    """The SDK adds identical points up; the decoder turns a value of n back into n events."""
+    [data] = events_to_metrics([event] * copies)
+    assert events_from_metrics(through_the_wire(encode_metrics(data), PROTOBUF)).events == [event] * copies
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(sessions(), min_size=1, max_size=4), st.sampled_from([PROTOBUF, JSON]))
 def test_session_to_otlp_to_session_is_the_identity(sent: List[Session], encoding: str) -> None:

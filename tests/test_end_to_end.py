@@ -6,7 +6,6 @@ on the same transcript.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from hooks_harness import (
     FIXTURES,
     SEND_METRICS,
     SEND_SESSION_METRICS,
+    expected_event,
     hook_env,
     kill_exporters,
     prompt_input,
@@ -27,8 +27,6 @@ from hooks_harness import (
     skill_input,
 )
 from servers import wait_for
-
-from otel_metrics import __version__
 
 FIXTURE = FIXTURES / "marot-spotter" / "4d5611e5-241a-462a-8d15-5122611a9569.jsonl"
 SESSION_ID = FIXTURE.stem  # the sessionId inside it
@@ -46,23 +44,6 @@ def pipeline(tmp_path: Path, endpoint_server, forwarder_server):
 
 def utc(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def expected_event(kind: str, name: str, prompt_length: int, session_id: str, state: Path, got: dict) -> dict:
-    """The whole payload; the timestamp is the one sent, checked separately against the clock."""
-    timestamp = got["timestamp"]
-    return {
-        "type": kind,
-        "name": name,
-        "engine": "claude",
-        "version": __version__,
-        "timestamp": timestamp,
-        "session_id": session_id,
-        "user_id": (state / ".anonymous_id").read_text().strip(),
-        "os": "linux",
-        "mac": hashlib.sha256((session_id + timestamp).encode()).hexdigest(),
-        "prompt_length": prompt_length,
-    }
 
 
 def session_summary(transcript: Path, reason: str, state: Path) -> dict:
@@ -96,8 +77,8 @@ def test_slash_command_skill_and_session_end_arrive_exactly(pipeline, tmp_path: 
     after = int(time.time())
 
     slash, skill = sorted(endpoint.events(), key=lambda p: p["type"] != "slash_command")
-    assert slash == expected_event("slash_command", "jira:solve", len(prompt), SESSION_ID, state, slash)
-    assert skill == expected_event("skill", "pdf:extract", 0, SESSION_ID, state, skill)
+    assert slash == expected_event("slash_command", "jira:solve", len(prompt), SESSION_ID, state, slash["timestamp"])
+    assert skill == expected_event("skill", "pdf:extract", 0, SESSION_ID, state, skill["timestamp"])
     for payload in (slash, skill):
         assert utc(before) <= payload["timestamp"] <= utc(after)
 

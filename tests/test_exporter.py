@@ -25,9 +25,9 @@ from hooks_harness import (
     session_input,
     skill_input,
     spool_records,
-    wait_for,
 )
 from otlp_sink import OtlpSink
+from servers import wait_for
 
 from otel_metrics import schema
 

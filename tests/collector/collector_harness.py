@@ -8,7 +8,6 @@ whole legacy payload a hook's slash command or skill must become.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import re
 import signal
@@ -21,8 +20,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import requests
 from servers import wait_for
-
-from otel_metrics import __version__
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
@@ -181,18 +178,3 @@ class OtlpCapture:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def expected_event(kind: str, name: str, prompt_length: int, session_id: str, state: Path, timestamp: str) -> dict:
-    return {
-        "type": kind,
-        "name": name,
-        "engine": "claude",
-        "version": __version__,
-        "timestamp": timestamp,
-        "session_id": session_id,
-        "user_id": (state / ".anonymous_id").read_text().strip(),
-        "os": "linux",
-        "mac": hashlib.sha256((session_id + timestamp).encode()).hexdigest(),
-        "prompt_length": prompt_length,
-    }

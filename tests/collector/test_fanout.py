@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from collector_harness import expected_event
-from hooks_harness import SEND_METRICS, SEND_SESSION_METRICS, hook_env, prompt_input, run_hook, session_input
+from hooks_harness import (
+    SEND_METRICS,
+    SEND_SESSION_METRICS,
+    expected_event,
+    hook_env,
+    prompt_input,
+    run_hook,
+    session_input,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue

@@ -14,8 +14,16 @@ from typing import List
 
 import pytest
 import requests
-from collector_harness import CollectorProcess, expected_event, free_port
-from hooks_harness import SEND_METRICS, SEND_SESSION_METRICS, hook_env, prompt_input, run_hook, session_input
+from collector_harness import CollectorProcess, free_port
+from hooks_harness import (
+    SEND_METRICS,
+    SEND_SESSION_METRICS,
+    expected_event,
+    hook_env,
+    prompt_input,
+    run_hook,
+    session_input,
+)
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from servers import EndpointProcess, wait_for

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-from collector_harness import expected_event
 from hooks_harness import (
     FIXTURES,
     SEND_METRICS,
     SEND_SESSION_METRICS,
+    expected_event,
     hook_env,
     prompt_input,
     run_hook,
