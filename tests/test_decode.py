@@ -592,3 +592,12 @@ def test_a_full_outbox_is_answered_503_with_retry_after(start_receiver: Callable
     # A request with nothing of ours needs no room: still accepted.
     empty = traces_request(OTHER_SPAN).SerializeToString()
     assert receiver.post("/v1/traces", empty, PROTOBUF_TYPE).status_code == 200
+
+
+def test_a_request_larger_than_the_bound_is_taken_into_an_empty_outbox(
+    start_receiver: Callable[..., Receiver],
+) -> None:
+    """Refusing it would have the collector retry it forever."""
+    receiver = start_receiver(max_items=2)
+    assert receiver.post("/v1/metrics", METRICS.SerializeToString(), PROTOBUF_TYPE).status_code == 200
+    assert receiver.queued() == EVENT_PAYLOADS

@@ -54,7 +54,9 @@ class Outbox:
         with self._add_lock:
             if self._closed:
                 raise OutboxUnavailable("the forwarder is shutting down")
-            if self._count + len(items) > self.max_items:
+            # A request larger than the whole bound is still taken into an empty outbox:
+            # refusing it would make the collector retry it forever.
+            if self._count and self._count + len(items) > self.max_items:
                 raise OutboxUnavailable(f"the outbox is full ({self._count} payloads waiting)")
             try:
                 with self._adding:  # one transaction: committed, or rolled back on error
