@@ -65,6 +65,31 @@ def measure(argv: List[str], data: bytes, env: Dict[str, str], runs: int) -> tup
     return statistics.median(ours), statistics.median(bare)
 
 
+def delivery_seconds(sink: OtlpSink, work: Path, inputs: Dict[str, bytes], burst: int) -> float:
+    """From a burst of hooks (a cold exporter: SDK import included) to the last arrival."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    state_dir = Path(tempfile.mkdtemp(prefix="state-delivery-", dir=work))
+    env = dict(os.environ, CLAUDE_METRICS_DIR=str(state_dir), CLAUDE_METRICS_OTLP_ENDPOINT=sink.url)
+    events_before, spans_before = sink.event_count(), len(sink.spans())
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=burst) as pool:
+        jobs = [pool.submit(timed, [PYTHON, str(OURS["slash command"])], inputs["slash command"], env)]
+        jobs += [pool.submit(timed, [PYTHON, str(OURS["skill"])], inputs["skill"], env) for _ in range(burst - 2)]
+        jobs.append(
+            pool.submit(
+                timed, [PYTHON, str(OURS["SessionEnd (3 MB transcript)"])], inputs["SessionEnd (3 MB transcript)"], env
+            )
+        )
+        for job in jobs:
+            job.result()
+    while sink.event_count() < events_before + burst - 1 or len(sink.spans()) < spans_before + 1:
+        if time.perf_counter() - start > 60:
+            return float("inf")
+        time.sleep(0.01)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
@@ -94,6 +119,7 @@ def main() -> None:
                 f"{kind:30s} {state_name:11s} ours {ours / bare:5.2f}x  in-process {seed / seed_bare:6.2f}x",
                 file=sys.stderr,
             )
+    delivered = [delivery_seconds(up, work, inputs, burst=20) for _ in range(3)]
     for sink in (up, slow):
         sink.stop()
     print(
@@ -108,6 +134,11 @@ def main() -> None:
             f"| {kind} | {state_name} | {bare * 1000:.1f} ms | {ours * 1000:.1f} ms | **{ours / bare:.2f}x** "
             f"| {seed * 1000:.0f} ms | {seed_ratio:.1f}x |"
         )
+    print(
+        f"\nDelivery with the collector up: a burst of 20 concurrent hooks (19 events and a SessionEnd on the "
+        f"3 MB transcript) into a fresh state directory, so the exporter starts cold: all arrived after "
+        f"{', '.join(f'{d:.2f}' for d in delivered)} s (3 bursts; the promise is 5 s)."
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 
