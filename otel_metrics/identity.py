@@ -39,10 +39,10 @@ def anonymous_id(state_dir: str) -> Optional[str]:
             f.write(str(uuid.uuid4()) + "\n")
         try:
             os.link(temp, path)
-        except FileExistsError:
-            pass  # another process won the race: use its id
         except OSError:
-            if read_anonymous_id(state_dir) is None:  # no hard links here: a plain rename
+            # FileExistsError: another process won the race, use its id; unless the file
+            # holds no id (corrupt), or hard links are not supported here: then rename.
+            if read_anonymous_id(state_dir) is None:
                 os.replace(temp, path)
     except OSError:
         return None
