@@ -21,7 +21,7 @@ class BadRecord(ValueError):
     """A spool record that cannot be what its kind says."""
 
 
-def _field(record: Dict[str, Any], key: str, kind: type) -> Any:
+def required(record: Dict[str, Any], key: str, kind: type) -> Any:
     value = record.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise BadRecord(f"{record.get('record')} record: {key!r} is not {kind.__name__}")
@@ -35,14 +35,14 @@ def _optional_str(record: Dict[str, Any], key: str) -> Optional[str]:
 
 def event_from_record(record: Dict[str, Any], user_id: Optional[str]) -> Event:
     return Event(
-        kind=_field(record, "kind", str),
-        name=_field(record, "name", str),
-        prompt_length=_field(record, "prompt_length", int),
-        session_id=_field(record, "session_id", str),
-        timestamp=_field(record, "timestamp", int),
+        kind=required(record, "kind", str),
+        name=required(record, "name", str),
+        prompt_length=required(record, "prompt_length", int),
+        session_id=required(record, "session_id", str),
+        timestamp=required(record, "timestamp", int),
         user_id=user_id,
-        version=_field(record, "version", str),
-        os=_field(record, "os", str),
+        version=required(record, "version", str),
+        os=required(record, "os", str),
     )
 
 
@@ -55,12 +55,12 @@ def session_to_record(session: Session) -> Dict[str, Any]:
 
 def session_from_record(record: Dict[str, Any]) -> Session:
     return Session(
-        session_id=_field(record, "session_id", str),
+        session_id=required(record, "session_id", str),
         user_id=_optional_str(record, "user_id"),
-        exit_reason=_field(record, "exit_reason", str),
-        start_ns=_field(record, "start_ns", int),
-        end_ns=_field(record, "end_ns", int),
-        version=_field(record, "version", str),
-        os=_field(record, "os", str),
-        aggregates=SessionAggregates(**{key: _field(record, key, int) for key in COUNT_KEYS}),
+        exit_reason=required(record, "exit_reason", str),
+        start_ns=required(record, "start_ns", int),
+        end_ns=required(record, "end_ns", int),
+        version=required(record, "version", str),
+        os=required(record, "os", str),
+        aggregates=SessionAggregates(**{key: required(record, key, int) for key in COUNT_KEYS}),
     )

@@ -114,7 +114,7 @@ class Exporter:
             self._seen(record)
             spool.remove(self.state, name)
         elif kind == records.SESSION_END:
-            session_id = records._field(record, "session_id", str)
+            session_id = records.required(record, "session_id", str)
             if self.registry.is_reported(session_id):
                 log.info("session %s already reported", session_id)
             else:
