@@ -1,15 +1,17 @@
-"""A real OTLP/HTTP receiver on loopback that records what the hooks' exporter sends.
+"""A real OTLP/HTTP receiver on loopback that records what it is sent.
 
-It stands where the collector stands, and can be told to refuse (503), to be
-slow, or to go away and come back on the same port.
+It stands where the collector stands (for the hooks' exporter), or where
+Prometheus or Jaeger stand (for the collector's fan-out), and can be told to
+refuse (503), to be slow, or to go away and come back on the same port.
 """
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -19,7 +21,7 @@ class OtlpSink:
     def __init__(self, port: int = 0) -> None:
         self.metrics: List[ExportMetricsServiceRequest] = []
         self.traces: List[ExportTraceServiceRequest] = []
-        self.raw_bodies: List[bytes] = []
+        self.requests: List[Tuple[str, bytes]] = []  # (path, body as sent, gunzipped)
         self.status = 200
         self.delay = 0.0
         self._lock = threading.Lock()
@@ -37,6 +39,8 @@ class OtlpSink:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
                 if sink.delay:
                     time.sleep(sink.delay)
                 if sink.status == 200:
@@ -62,11 +66,15 @@ class OtlpSink:
 
     def _record(self, path: str, body: bytes) -> None:
         with self._lock:
-            self.raw_bodies.append(body)
-            if path == "/v1/metrics":
+            self.requests.append((path, body))
+            if path.endswith("/v1/metrics"):
                 self.metrics.append(ExportMetricsServiceRequest.FromString(body))
-            elif path == "/v1/traces":
+            elif path.endswith("/v1/traces"):
                 self.traces.append(ExportTraceServiceRequest.FromString(body))
+
+    def bodies(self, path: str) -> List[bytes]:
+        with self._lock:
+            return [body for got, body in self.requests if got == path]
 
     def event_points(self) -> list:
         """Every data point of our event counter, as (attributes dict, value)."""

@@ -34,6 +34,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         time.sleep(interval)
 
 
+def stop_process(proc: Optional[subprocess.Popen], sig: int = signal.SIGTERM) -> Optional[int]:
+    """Signal a process, wait for it (killing it after STOP_SECONDS); its exit status, None if it never ran."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class ServerProcess:
     """`python -m otel_metrics.cli <args>`; ready once it prints `listening on http://HOST:PORT`."""
 
@@ -80,18 +94,10 @@ class ServerProcess:
 
     def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
         """Signal the process and wait for it; its exit status (None if it never ran)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        status = stop_process(self.proc, sig)
         if self._reader is not None:
             self._reader.join(STOP_SECONDS)
-        return self.proc.returncode
+        return status
 
 
 class EndpointProcess(ServerProcess):

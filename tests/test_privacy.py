@@ -100,7 +100,7 @@ def test_otlp_bytes_from_the_hooks_carry_nothing_personal(leaky_env, tmp_path: P
         run_session(hook_env(state, sink.url, **extra), transcript_with_markers(tmp_path))
         wait_for(lambda: sink.event_count() == 2 and len(sink.spans()) == 1, 60)
         time.sleep(0.5)
-        wire = b"".join(sink.raw_bodies)
+        wire = b"".join(body for _, body in sink.requests)
         for text in personal_strings():
             assert text.encode() not in wire, text
         for request in sink.metrics:

@@ -1,25 +1,21 @@
 """The real OpenTelemetry Collector (build/otelcol-metrics) as a process, and what its tests share.
 
 CollectorProcess runs one collector with every port free and its own persistent-queue
-directory; OtlpCapture stands where Prometheus or Jaeger stands; expected_event is the
-whole legacy payload a hook's slash command or skill must become.
+directory.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import signal
 import socket
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import requests
-from servers import wait_for
+from servers import stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
@@ -27,7 +23,6 @@ BASE_CONFIG = CONFIG_DIR / "otelcol.yaml"
 FANOUT_CONFIG = CONFIG_DIR / "fanout.yaml"
 BINARY = REPO / "build" / "otelcol-metrics"
 START_SECONDS = 30.0
-STOP_SECONDS = 15.0
 # One sample line of the Prometheus text format: name{labels} value
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
 
@@ -101,16 +96,7 @@ class CollectorProcess:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, sig)
 
     def restart(self) -> CollectorProcess:
         self.stop()
@@ -141,40 +127,3 @@ class CollectorProcess:
     def close(self) -> None:
         self.stop()
         self._http.close()
-
-
-class OtlpCapture:
-    """An OTLP/HTTP server on loopback standing where Prometheus or Jaeger stands: keeps (path, body)."""
-
-    def __init__(self) -> None:
-        self.requests: List[Tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        capture = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                with capture._lock:
-                    capture.requests.append((self.path, body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def bodies(self, path: str) -> List[bytes]:
-        with self._lock:
-            return [body for got, body in self.requests if got == path]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

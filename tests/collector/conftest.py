@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
-from collector_harness import BASE_CONFIG, BINARY, FANOUT_CONFIG, REPO, CollectorProcess, OtlpCapture
+from collector_harness import BASE_CONFIG, BINARY, FANOUT_CONFIG, REPO, CollectorProcess
 from hooks_harness import kill_exporters
+from otlp_sink import OtlpSink
 
 
 @pytest.fixture(scope="session")
@@ -62,12 +63,12 @@ def hook_state(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def otlp_capture() -> Iterator[Callable[[], OtlpCapture]]:
-    """start(): a running OtlpCapture, stopped at teardown."""
-    started: List[OtlpCapture] = []
+def otlp_capture() -> Iterator[Callable[[], OtlpSink]]:
+    """start(): a running OtlpSink, stopped at teardown."""
+    started: List[OtlpSink] = []
 
-    def start() -> OtlpCapture:
-        started.append(OtlpCapture())
+    def start() -> OtlpSink:
+        started.append(OtlpSink())
         return started[-1]
 
     yield start
