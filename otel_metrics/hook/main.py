@@ -41,13 +41,15 @@ def handle(stdin, env):
     try:
         hook_input = read_input(stdin)
         record = record_for(hook_input, fired_ns)
+        quiet = record is not None and record["record"] == "session_start"
         if record is not None:
-            spool.append(state, record, quiet=record["record"] == "session_start")
+            spool.append(state, record, quiet=quiet)
             if verbose:
                 log(state, f"recorded {record['record']} {record.get('kind', '')} {record.get('name', '')}".rstrip())
         elif verbose:
             log(state, f"{hook_input.get('hook_event_name', 'hook')}: not an event, nothing to send")
-        if spool.has_work(state):
+        # A record just written is work; otherwise look whether anything waits.
+        if (record is not None and not quiet) or spool.has_work(state):
             wake_exporter(state)
     except BadInput as problem:
         log(state, str(problem))
