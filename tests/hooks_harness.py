@@ -120,7 +120,11 @@ def spool_records(state_dir: Path) -> Iterator[dict]:
     spool = state_dir / "spool"
     if spool.is_dir():
         for path in sorted(spool.glob("*.json")):
-            yield json.loads(path.read_text())
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                continue  # exported and removed between the listing and the read
+            yield json.loads(text)
 
 
 def log_lines(state_dir: Path) -> List[str]:
