@@ -6,22 +6,23 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install compile demo test lint bench clean
 
-# The venv is rebuilt when the dependencies change.
-$(VENV)/.installed: pyproject.toml
+# The venv is rebuilt when the dependencies change; the runtime dependencies are the plugin's
+# pinned ones (plugin/requirements.txt), so the tests run exactly what users' machines install.
+$(VENV)/.installed: pyproject.toml plugin/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -c plugin/requirements.txt -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 # Byte-compile the hooks' modules: hooks start fresh each time, and may run where
 # PYTHONDONTWRITEBYTECODE keeps Python from caching them itself.
 compile: install
-	$(PY) -m compileall -q otel_metrics plugin/scripts
+	$(PY) -m compileall -q otel_metrics plugin/scripts/run.py
 
 install: $(VENV)/.installed
 
 lint: install
-	$(PY) -m ruff check otel_metrics tests benchmarks plugin
+	$(PY) -m ruff check otel_metrics tests benchmarks plugin/scripts
 
 # Everything the tests need is built first: the collector (Go) and the Claude Code CLI (npm).
 test: install compile lint collector claude-cli

@@ -5,6 +5,9 @@ Stdlib-only and regex-free: it runs on the hook's fast path.
 
 SLASH_COMMAND = "slash_command"
 SKILL = "skill"
+# A typed prompt: UserPromptExpansion fires only when a typed command expands, UserPromptSubmit
+# for every prompt; both carry the raw prompt as typed.
+PROMPT_HOOKS = ("UserPromptSubmit", "UserPromptExpansion")
 
 _FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _REST = _FIRST | frozenset("._-")
@@ -30,7 +33,7 @@ def classify(hook_input):
     never the prompt's text or arguments.
     """
     hook_event = hook_input.get("hook_event_name")
-    if hook_event == "UserPromptSubmit" or (hook_event is None and "prompt" in hook_input):
+    if hook_event in PROMPT_HOOKS or (hook_event is None and "prompt" in hook_input):
         return _slash_command(hook_input.get("prompt"))
     if hook_event == "PreToolUse" or (hook_event is None and "tool_name" in hook_input):
         return _skill(hook_input.get("tool_name"), hook_input.get("tool_input"))

@@ -50,20 +50,37 @@ def append(state_dir, record, quiet=False):
     return final
 
 
-def poke(state_dir):
-    """Tell a running exporter that a hook fired (it watches this file's mtime)."""
+def poke(state_dir, settings=None):
+    """Tell a running exporter that a hook fired, and with which settings (it watches this file).
+
+    Written whole and renamed into place, so the exporter reads the settings of one hook.
+    """
     path = os.path.join(directory(state_dir), POKE_FILE)
+    temp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.utime(path)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except FileNotFoundError:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.makedirs(directory(state_dir), mode=0o700, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, dumps_flat(settings or {}).encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
 
 
 def last_poke(state_dir):
+    """A token that changes with every poke."""
     try:
-        return os.stat(os.path.join(directory(state_dir), POKE_FILE)).st_mtime_ns
+        info = os.stat(os.path.join(directory(state_dir), POKE_FILE))
     except OSError:
-        return 0
+        return None
+    return (info.st_ino, info.st_mtime_ns)
+
+
+def poked_settings(state_dir):
+    """The settings the last poking hook ran with, or None."""
+    return read(state_dir, POKE_FILE)
 
 
 def pending(state_dir):
@@ -81,7 +98,7 @@ def has_work(state_dir):
 
 
 def read(state_dir, name):
-    """The record, or None when it is gone or unreadable (reported by the caller)."""
+    """The JSON object in a spool file, or None when it is gone or unreadable (reported by the caller)."""
     import json
 
     try:

@@ -8,23 +8,26 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, NoReturn, Optional, Tuple
 
-from .. import __version__, config, lock, spool
+from .. import __version__, bootstrap, config, lock, spool
 from ..identity import anonymous_id
 from ..model import Event, Session
-from . import records
+from . import interpreter, local_forwarder, records
 from .registry import SessionRegistry
 
 log = logging.getLogger("otel_metrics.exporter")
 
+EXPORTER_MODULE = "otel_metrics.exporter"
+NICENESS = 10
 BATCH = 500  # records per export: bounded memory, and below the SDK's cardinality limit
 QUIET_CHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class Settings:
-    otlp_endpoint: str
+    otlp_endpoint: Optional[str]  # None: the embedded default, the plugin's own forwarder
+    metrics_url: str  # where the embedded forwarder posts the legacy payloads
     idle_seconds: float = 120.0  # stay warm this long after the last item
     poll_seconds: float = 0.2
     max_items: int = 10000
@@ -32,34 +35,48 @@ class Settings:
     session_quiet_seconds: float = 30 * 60.0
     export_timeout: float = 10.0
     give_up_seconds: float = 600.0  # an unreachable collector: leave the spool to a later hook
+    forwarder_idle_seconds: float = local_forwarder.DEFAULT_IDLE_SECONDS
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], state_dir: str) -> Settings:
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read afresh before every export: the configuration files may change while the exporter runs."""
         return cls(
-            otlp_endpoint=config.otlp_endpoint(env, state_dir),
+            otlp_endpoint=config.otlp_endpoint(env),
+            metrics_url=config.metrics_url(env),
             idle_seconds=config.number(env, config.ENV_EXPORTER_IDLE_SECONDS, cls.idle_seconds),
             max_items=int(config.number(env, config.ENV_SPOOL_MAX_ITEMS, cls.max_items)),
             max_age_seconds=3600 * config.number(env, config.ENV_SPOOL_MAX_AGE_HOURS, cls.max_age_seconds / 3600),
             session_quiet_seconds=60
             * config.number(env, config.ENV_SESSION_QUIET_MINUTES, cls.session_quiet_seconds / 60),
             export_timeout=config.number(env, config.ENV_EXPORT_TIMEOUT_SECONDS, cls.export_timeout),
+            forwarder_idle_seconds=config.number(env, config.ENV_FORWARDER_IDLE_SECONDS, cls.forwarder_idle_seconds),
         )
 
 
 class Exporter:
-    def __init__(self, state_dir: str, settings: Settings) -> None:
+    def __init__(self, state_dir: str, env: Mapping[str, str]) -> None:
         self.state = state_dir
-        self.settings = settings
+        self.env = env
+        self.settings = Settings.from_env(env)
         self.registry = SessionRegistry(state_dir)
         self._sender = None
         self._failing = False
 
-    @property
-    def sender(self):
-        if self._sender is None:  # the SDK import is the expensive part: only when there is work
-            from ..emit import OtlpSender
+    def _target(self) -> Optional[str]:
+        """The OTLP base URL to export to now: the configured collector, else the local forwarder."""
+        self.settings = Settings.from_env(self.env)
+        if self.settings.otlp_endpoint is not None:
+            return self.settings.otlp_endpoint
+        forwarder = local_forwarder.LocalForwarder(self.state, self.env, self.settings.forwarder_idle_seconds)
+        return forwarder.url(self.settings.metrics_url)
 
-            self._sender = OtlpSender(self.settings.otlp_endpoint, self.settings.export_timeout)
+    def _sender_for(self, target: str):
+        if self._sender is None or self._sender.base_url != target.rstrip("/"):
+            from ..emit import OtlpSender  # the SDK import is the expensive part: only when there is work
+
+            if self._sender is not None:
+                self._sender.close()
+            self._sender = OtlpSender(target, self.settings.export_timeout)
         return self._sender
 
     def housekeeping(self) -> int:
@@ -133,45 +150,54 @@ class Exporter:
             self.registry.seen(session_id, _path(record))
 
     def _send(self, events: List[Tuple[str, Event]], sessions: List[Tuple[str, Session]]) -> bool:
+        if not events and not sessions:
+            return True
+        target = self._target()
+        if target is None:
+            return False  # the local forwarder could not start: said in the log, records kept
+        sender = self._sender_for(target)
         ok = True
-        for batch, send in ((events, self.sender.send_events), (sessions, self.sender.send_sessions)):
+        for batch, send in ((events, sender.send_events), (sessions, sender.send_sessions)):
             if not batch:
                 continue
             if send([item for _, item in batch]):
                 for name, _ in batch:
                     spool.remove(self.state, name)
-                log.info("exported %d record(s) to %s", len(batch), self.settings.otlp_endpoint)
+                log.info("exported %d record(s) to %s", len(batch), target)
             else:
                 ok = False
         if ok and self._failing:
-            log.error("collector at %s reachable again", self.settings.otlp_endpoint)
+            log.error("collector at %s reachable again", target)
         elif not ok and not self._failing:  # once per outage, not once per retry
-            log.error("collector at %s did not accept the export; records kept", self.settings.otlp_endpoint)
+            log.error("collector at %s did not accept the export; records kept", target)
         self._failing = not ok
         return ok
 
-    def run(self, lock_fd: int) -> None:
+    def run(self, lock_fd: int) -> Optional[Dict[str, str]]:
+        """Drain until idle, then return None; or return the settings a later hook poked with, when
+        they differ from ours (a changed option, an updated plugin): the caller restarts with them."""
         settings = self.settings
+        watch = SettingsWatch(self.state, self.env)
         last_work = time.monotonic()
         failing_since: Optional[float] = None
         next_try, backoff = 0.0, 0.0
         next_housekeeping = 0.0
         known: set = set()
-        last_poke = spool.last_poke(self.state)
         while True:
             now = time.monotonic()
             names = spool.pending(self.state)
-            poked = spool.last_poke(self.state)
-            if set(names) - known or poked != last_poke:
+            poked = watch.poked()
+            if set(names) - known or poked:
                 next_try = now  # a hook just fired: try at once, the collector may be back
-                last_poke = poked
+                if poked and watch.changed_settings() is not None:
+                    return watch.changed_settings()
             if names and now >= next_try:
                 if self.drain():
                     failing_since, backoff, last_work = None, 0.0, time.monotonic()
                 else:
                     failing_since = failing_since or now
                     if now - failing_since > settings.give_up_seconds:
-                        return
+                        return None
                     backoff = min(max(1.0, backoff * 2), 30.0)
                     next_try = time.monotonic() + backoff
                 names = spool.pending(self.state)
@@ -186,12 +212,30 @@ class Exporter:
                 # A hook that wrote just before the release saw the lock held and left
                 # its record to us: look once more, and stay if we can keep the lock.
                 if not spool.pending(self.state):
-                    return
+                    return None
                 lock_fd = lock.try_acquire(self.state)
                 if lock_fd is None:
-                    return
+                    return None
                 last_work = time.monotonic()
             time.sleep(settings.poll_seconds)
+
+
+class SettingsWatch:
+    """Notices hooks' pokes, and whether the poking hook ran with other settings than ours."""
+
+    def __init__(self, state: str, env: Mapping[str, str]) -> None:
+        self.state = state
+        self.own = config.hook_settings(env)
+        self.token = spool.last_poke(state)
+
+    def poked(self) -> bool:
+        token = spool.last_poke(self.state)
+        poked, self.token = token != self.token, token
+        return poked
+
+    def changed_settings(self) -> Optional[Dict[str, str]]:
+        settings = spool.poked_settings(self.state)
+        return settings if settings and settings != self.own else None
 
 
 def _path(record: Dict) -> Optional[str]:
@@ -233,18 +277,73 @@ def main(env: Mapping[str, str] = os.environ) -> None:
         _setup_logging(state, config.verbose(env))
     except OSError:
         pass
-    if hasattr(os, "nice"):
-        os.nice(10)  # Claude Code comes first on a busy machine
+    if hasattr(os, "nice") and os.nice(0) < NICENESS:
+        os.nice(NICENESS - os.nice(0))  # Claude Code comes first on a busy machine
+    python = _await_interpreter(env, state, lock_fd)
+    if python is None:
+        return  # no usable Python yet: said in the log; the records wait in the spool for a later hook
+    if not interpreter.is_current(python, state) and not env.get(_RESTARTED):
+        _restart(python, env, lock_fd)
     try:
         import opentelemetry.sdk  # noqa: F401 - fail here with one clear line, not a traceback per item
     except ImportError:
         log.error(
-            "opentelemetry-sdk is not installed for %s: `pip install otel-metrics` there, or set %s",
+            "the OpenTelemetry SDK cannot be imported by %s; unset %s to let the plugin install its own "
+            "dependencies, or install %s there",
             sys.executable,
             config.ENV_EXPORTER_PYTHON,
+            interpreter.requirements(env),
         )
         return
     try:
-        Exporter(state, Settings.from_env(env, state)).run(lock_fd)
+        hook_settings = Exporter(state, env).run(lock_fd)
     except Exception:
         log.exception("exporter stopped; records stay in the spool for the next one")
+        return
+    if hook_settings is not None:
+        _restart_with(hook_settings, env, lock_fd)
+
+
+def _await_interpreter(env: Mapping[str, str], state: str, lock_fd: int) -> Optional[str]:
+    """The interpreter to export with; while the dependencies cannot be installed yet, retry as
+    their backoff allows within the idle time, or restart when a hook brings other settings
+    (a fixed proxy or index URL). None: leave it to a later hook."""
+    watch = SettingsWatch(state, env)
+    idle_seconds = Settings.from_env(env).idle_seconds
+    while True:
+        python = interpreter.for_exporter(env, state)
+        if python is not None:
+            return python
+        wait = bootstrap.seconds_until_retry(state, env)
+        if wait > idle_seconds:
+            return None
+        retry_at = time.monotonic() + wait
+        while time.monotonic() < retry_at:
+            if watch.poked() and watch.changed_settings() is not None:
+                _restart_with(watch.changed_settings(), env, lock_fd)
+            time.sleep(Settings.poll_seconds)
+
+
+def _restart_with(hook_settings: Dict[str, str], env: Mapping[str, str], lock_fd: int) -> NoReturn:
+    log.info("a hook runs with other settings (an updated plugin, changed options or network): restarting")
+    restarted = {k: v for k, v in env.items() if k not in config.hook_settings(env)}
+    restarted.update(hook_settings)
+    restarted.pop(_RESTARTED, None)
+    _restart(sys.executable, restarted, lock_fd)
+
+
+_RESTARTED = "OTEL_METRICS_EXPORTER_RESTARTED"  # set across an exec: never exec again in a loop
+
+
+def _restart(python: str, env: Mapping[str, str], lock_fd: int) -> NoReturn:
+    """Become `python -m otel_metrics.exporter` with env, keeping the exporter lock."""
+    os.set_inheritable(lock_fd, True)
+    child_env = dict(env)
+    child_env[lock.ENV_LOCK_FD] = str(lock_fd)
+    child_env["PYTHONPATH"] = interpreter.package_path(child_env)
+    if python == sys.executable:
+        child_env.pop(_RESTARTED, None)  # new settings: the new process decides its interpreter again
+    else:
+        child_env[_RESTARTED] = "1"
+    logging.shutdown()
+    os.execve(python, [python, "-m", EXPORTER_MODULE], child_env)

@@ -121,7 +121,8 @@ def wake_exporter(state):
 
     fd = lock.try_acquire(state)
     if fd is None:
-        spool.poke(state)  # the running exporter may be waiting out a backoff: retry now
+        # The running exporter may be waiting out a backoff (retry now), or run with other settings.
+        spool.poke(state, config.hook_settings(os.environ))
         return
     try:
         if os.name == "nt":  # a Windows lock cannot be handed to a child: it takes its own
