@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__, config
 
@@ -62,12 +62,21 @@ def add_forwarder(commands: Any) -> None:
     parser.add_argument("--max-outbox-items", type=int, help="answer 503 while this many wait (1000000)")
     parser.add_argument("--retry-initial", type=float, help="first delivery retry delay, seconds (0.5)")
     parser.add_argument("--retry-max", type=float, help="longest delivery retry delay, seconds (60)")
+    parser.add_argument(
+        "--address-file", help="once listening, write {url, pid, metrics_url} here as JSON; removed on exit"
+    )
+    parser.add_argument(
+        "--idle-exit",
+        type=float,
+        metavar="SECONDS",
+        help="leave once no request came for this long and the outbox is empty",
+    )
     parser.add_argument("--verbose", action="store_true", help=f"debug logging (also ${config.ENV_VERBOSE})")
     parser.set_defaults(run=run_forwarder)
 
 
 def run_forwarder(args: argparse.Namespace) -> int:
-    from .forwarder import Forwarder
+    from .forwarder import Forwarder, OutboxLocked
 
     _configure_logging(args.verbose)
     metrics_url = (args.metrics_url or config.metrics_url()).rstrip("/")
@@ -75,11 +84,20 @@ def run_forwarder(args: argparse.Namespace) -> int:
     tuning = ("max_body_bytes", "max_outbox_items", "retry_initial", "retry_max")
     options = {name: getattr(args, name) for name in tuning if getattr(args, name) is not None}
     host, port = args.listen
-    forwarder = Forwarder(host, port, metrics_url, outbox, **options)
+    try:
+        forwarder = Forwarder(host, port, metrics_url, outbox, **options)
+    except OutboxLocked as error:
+        print(f"otel-metrics forwarder: {error}; not starting a second one", file=sys.stderr)
+        return config.FORWARDER_EXIT_OUTBOX_LOCKED
     logging.getLogger("otel_metrics.forwarder").info(
         "forwarding to %s/{events,sessions}; outbox %s (%d waiting)", metrics_url, outbox, len(forwarder.outbox)
     )
-    return _serve_until_signalled(forwarder.start, forwarder.stop, forwarder.address)
+
+    def idle() -> bool:
+        return bool(args.idle_exit) and forwarder.is_idle(args.idle_exit)
+
+    address = {"url": _url(forwarder.address), "pid": os.getpid(), "metrics_url": metrics_url}
+    return _serve_until_signalled(forwarder.start, forwarder.stop, forwarder.address, args.address_file, address, idle)
 
 
 # endpoint
@@ -134,10 +152,29 @@ def run_session_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# doctor
+
+
+def add_doctor(commands: Any) -> None:
+    from . import doctor
+
+    parser = commands.add_parser("doctor", help="check that usage metrics can be delivered from here, and say the fix")
+    doctor.add_arguments(parser)
+    parser.set_defaults(run=doctor.run)
+
+
 # Servers: run until SIGTERM or SIGINT.
 
 
-def _serve_until_signalled(start: Callable[[], None], stop: Callable[[], None], address: Tuple[str, int]) -> int:
+def _serve_until_signalled(
+    start: Callable[[], None],
+    stop: Callable[[], None],
+    address: Tuple[str, int],
+    address_file: Optional[str] = None,
+    published: Optional[Dict[str, Any]] = None,
+    done: Optional[Callable[[], bool]] = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT (or until `done()`); publish `published` in address_file meanwhile."""
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -146,13 +183,35 @@ def _serve_until_signalled(start: Callable[[], None], stop: Callable[[], None], 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     start()
-    host, port = address
-    shown_host = f"[{host}]" if ":" in host else host
-    print(f"listening on http://{shown_host}:{port}", file=sys.stderr, flush=True)  # tests wait for this line
-    while not stopping.wait(0.2):  # a timed wait: signals interrupt it on every platform
-        pass
+    if address_file:
+        _write_private_json(address_file, published or {"url": _url(address), "pid": os.getpid()})
+    print(f"listening on {_url(address)}", file=sys.stderr, flush=True)  # tests wait for this line
+    try:
+        while not stopping.wait(0.2):  # a timed wait: signals interrupt it on every platform
+            if done is not None and done():
+                break
+    finally:
+        if address_file:
+            try:
+                os.unlink(address_file)
+            except OSError:
+                pass
     stop()
     return 0
+
+
+def _url(address: Tuple[str, int]) -> str:
+    host, port = address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _write_private_json(path: str, document: Dict[str, Any]) -> None:
+    """Write whole, then rename: a reader never sees half of it."""
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(document, f)
+    os.replace(temp, path)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -163,7 +222,7 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
-SUBCOMMANDS: List[Callable[[Any], None]] = [add_forwarder, add_endpoint, add_session_summary]
+SUBCOMMANDS: List[Callable[[Any], None]] = [add_forwarder, add_endpoint, add_session_summary, add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
-"""`make demo`: the whole pipeline on loopback, printing what reached the metrics endpoint.
+"""`make demo`: the embedded default on loopback, printing what reached the metrics endpoint.
 
-Starts the reference endpoint and the forwarder, runs the plugin's hook scripts
-as Claude Code would (a slash command, a skill, a session end on a real
-transcript), waits for the payloads, prints them, and stops what it started.
+Starts the reference endpoint only. The plugin's hooks then run as Claude Code
+runs them (`/bin/sh -c` with the commands of hooks.json): a slash command, a
+skill, a session end on a real transcript. Their background exporter starts the
+plugin's own forwarder, which posts the legacy payloads to the endpoint. The demo
+prints them and stops what it started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List
+
+from .exporter import local_forwarder
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugin"
@@ -43,14 +47,11 @@ def start_server(args: List[str], env: Dict[str, str]) -> tuple:
     raise RuntimeError(f"otel-metrics {args[0]} exited with {proc.wait()} before listening")
 
 
-def run_hook(script: str, hook_input: dict, env: Dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, str(PLUGIN / "scripts" / script)],
-        input=json.dumps(hook_input).encode(),
-        env=env,
-        check=True,
-        timeout=30,
-    )
+def run_hook(hook_input: dict, env: Dict[str, str]) -> None:
+    """As Claude Code runs a hook: its hooks.json command under /bin/sh, the JSON on stdin."""
+    hooks = json.loads((PLUGIN / "hooks" / "hooks.json").read_text())["hooks"]
+    command = hooks[hook_input["hook_event_name"]][0]["hooks"][0]["command"]
+    subprocess.run(["/bin/sh", "-c", command], input=json.dumps(hook_input).encode(), env=env, check=True, timeout=30)
 
 
 def stored(url: str) -> list:
@@ -61,16 +62,11 @@ def stored(url: str) -> list:
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="otel-metrics-demo-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_METRICS_"))}
-    processes = []
+    state = work / "state"
+    endpoint = None
     try:
         endpoint, endpoint_url = start_server(["endpoint", "--listen", "127.0.0.1:0", "--db", str(work / "db")], env)
-        processes.append(endpoint)
-        forwarder, forwarder_url = start_server(
-            ["forwarder", "--listen", "127.0.0.1:0", "--metrics-url", endpoint_url, "--outbox", str(work / "outbox")],
-            env,
-        )
-        processes.append(forwarder)
-        print(f"reference endpoint {endpoint_url}, forwarder (OTLP/HTTP) {forwarder_url}\n", file=sys.stderr)
+        print(f"reference endpoint {endpoint_url}; no collector, no forwarder started by hand\n", file=sys.stderr)
 
         transcript = work / FIXTURE.name
         if FIXTURE.exists():
@@ -81,23 +77,24 @@ def main() -> int:
         hook_env = dict(
             env,
             CLAUDE_PLUGIN_ROOT=str(PLUGIN),
-            CLAUDE_METRICS_DIR=str(work / "state"),
-            CLAUDE_METRICS_OTLP_ENDPOINT=forwarder_url,
+            CLAUDE_METRICS_DIR=str(state),
+            CLAUDE_METRICS_URL=endpoint_url,  # no OTLP endpoint: the embedded default
+            CLAUDE_METRICS_PYTHON=sys.executable,  # has the pinned dependencies: no venv to set up
             CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="1",
+            CLAUDE_METRICS_FORWARDER_IDLE_SECONDS="1",
         )
-        (work / "state").mkdir()
+        state.mkdir()
         common = {"session_id": "demo-session", "transcript_path": str(transcript), "cwd": str(work)}
+        run_hook({**common, "hook_event_name": "SessionStart", "source": "startup"}, hook_env)
         run_hook(
-            "send_metrics.py",
             {**common, "hook_event_name": "UserPromptSubmit", "prompt": "/jira:solve ABC-123 fix the login bug"},
             hook_env,
         )
         run_hook(
-            "send_metrics.py",
             {**common, "hook_event_name": "PreToolUse", "tool_name": "Skill", "tool_input": {"skill": "pdf:extract"}},
             hook_env,
         )
-        run_hook("send_session_metrics.py", {**common, "hook_event_name": "SessionEnd", "reason": "logout"}, hook_env)
+        run_hook({**common, "hook_event_name": "SessionEnd", "reason": "logout"}, hook_env)
 
         deadline = time.monotonic() + DEADLINE_SECONDS
         while time.monotonic() < deadline:
@@ -106,7 +103,7 @@ def main() -> int:
                 break
             time.sleep(0.2)
         else:
-            print("timed out waiting for the payloads; see " + str(work / "state" / "metrics.log"), file=sys.stderr)
+            print(f"timed out waiting for the payloads; see {state / 'metrics.log'}", file=sys.stderr)
             return 1
         for path, payloads in (("/events", events), ("/sessions", sessions)):
             for payload in payloads:
@@ -114,10 +111,14 @@ def main() -> int:
                 print(json.dumps(payload, indent=2, sort_keys=True))
         return 0
     finally:
-        for proc in processes:
-            proc.terminate()
-            proc.wait(timeout=10)
-        time.sleep(1.5)  # the hooks' exporter leaves after 1 s idle; then the temp dir can go
+        if endpoint is not None:
+            endpoint.terminate()
+            endpoint.wait(timeout=10)
+        # The exporter and the local forwarder leave after 1 s idle; then the temp dir can go.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and local_forwarder.running(str(state)) is not None:
+            time.sleep(0.1)
+        time.sleep(1.5)
         shutil.rmtree(work, ignore_errors=True)
 
 

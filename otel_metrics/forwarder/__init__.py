@@ -7,10 +7,13 @@ events and sessions, outbox.py keeps their payloads durably, delivery.py posts t
 from __future__ import annotations
 
 import threading
+import time
 
 from .delivery import DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, Delivery
-from .outbox import DEFAULT_MAX_ITEMS, Outbox
+from .outbox import DEFAULT_MAX_ITEMS, Outbox, OutboxLocked
 from .receiver import DEFAULT_MAX_BODY_BYTES, OtlpServer
+
+__all__ = ["Forwarder", "OutboxLocked"]
 
 SHUTDOWN_POLL_SECONDS = 0.1  # how long stop() may wait for the accept loop to notice
 
@@ -43,6 +46,10 @@ class Forwarder:
     @property
     def address(self) -> tuple:
         return self.server.server_address[:2]
+
+    def is_idle(self, seconds: float) -> bool:
+        """No OTLP request for this long, and nothing left to deliver."""
+        return time.monotonic() - self.server.last_request >= seconds and len(self.outbox) == 0
 
     def start(self) -> None:
         self.delivery.start()

@@ -2,7 +2,7 @@
 
 A request is acknowledged only after its payloads are committed here, so a
 crash, a restart or a power cut never loses what the sender was told had been
-accepted. One forwarder process per outbox file.
+accepted. One forwarder process per outbox file: it holds `<outbox>.lock`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,17 @@ import sqlite3
 import threading
 from typing import List, NamedTuple, Sequence, Tuple
 
+from .. import lock
+
 DEFAULT_MAX_ITEMS = 1_000_000
 
 
 class OutboxUnavailable(Exception):
     """The outbox cannot take these payloads now (full, or its disk refuses): try later."""
+
+
+class OutboxLocked(Exception):
+    """Another forwarder process works on this outbox."""
 
 
 class Item(NamedTuple):
@@ -28,6 +34,9 @@ class Item(NamedTuple):
 class Outbox:
     def __init__(self, path: str, max_items: int = DEFAULT_MAX_ITEMS) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._lock_fd = lock.try_lock(path + ".lock")
+        if self._lock_fd is None:
+            raise OutboxLocked(f"another forwarder is using the outbox {path}")
         # Two connections: adds fsync on every commit (they are acknowledged); removals
         # need not (a removal lost to a power cut means one duplicate delivery, never a loss).
         self._adding = _connect(path, synchronous="FULL")
@@ -89,6 +98,7 @@ class Outbox:
                 self._closed = True
                 self._adding.close()
                 self._taking.close()
+                lock.release(self._lock_fd)
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:

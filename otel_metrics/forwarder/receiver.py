@@ -13,6 +13,7 @@ import logging
 import socket
 import socketserver
 import sys
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional, Tuple
@@ -46,6 +47,7 @@ class OtlpServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.outbox = outbox
         self.max_body_bytes = max_body_bytes
+        self.last_request = time.monotonic()  # for leaving when idle
         super().__init__((host, port), OtlpHandler)
 
     def server_bind(self) -> None:
@@ -69,6 +71,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
     server: OtlpServer
 
     def do_POST(self) -> None:
+        self.server.last_request = time.monotonic()
         signal = SIGNALS.get(urlsplit(self.path).path)
         media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         encoding = MEDIA_TYPES.get(media_type)
