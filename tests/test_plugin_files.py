@@ -1,0 +1,51 @@
+"""The plugin directory as Claude Code copies it: every hook through the one entry, the package linked in,
+one version, and the pinned requirements the tests themselves run."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from hooks_harness import PLUGIN, hook_commands
+
+from otel_metrics import __version__, bootstrap
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_hook_runs_the_one_entry() -> None:
+    commands = hook_commands()
+    assert set(commands) == {"UserPromptSubmit", "PreToolUse", "SessionStart", "SessionEnd"}
+    assert set(commands.values()) == {'sh "${CLAUDE_PLUGIN_ROOT}/scripts/run" hook'}
+    hooks = json.loads((PLUGIN / "hooks" / "hooks.json").read_text())["hooks"]
+    assert hooks["PreToolUse"][0]["matcher"] == "Skill"
+
+
+def test_the_package_travels_with_the_plugin_as_one_copy() -> None:
+    link = PLUGIN / "otel_metrics"
+    assert link.is_symlink() and link.resolve() == (REPO / "otel_metrics").resolve()
+
+
+def test_one_version() -> None:
+    manifest = json.loads((PLUGIN / ".claude-plugin" / "plugin.json").read_text())
+    assert manifest["version"] == __version__
+
+
+def test_the_options_users_can_set() -> None:
+    manifest = json.loads((PLUGIN / ".claude-plugin" / "plugin.json").read_text())
+    assert set(manifest["userConfig"]) == {"metrics_url", "otlp_endpoint"}
+    assert all(not option.get("required") and not option.get("sensitive") for option in manifest["userConfig"].values())
+
+
+def test_the_tests_run_the_pins_users_install() -> None:
+    """Every pin for this Python in plugin/requirements.txt is what the tests' venv has installed."""
+    pins = {}
+    for line in Path(bootstrap.requirements_path(str(PLUGIN))).read_text().splitlines():
+        found = re.fullmatch(r'([A-Za-z0-9_.-]+)==(\S+) ; python_version (>=|<) "3\.10"', line.strip())
+        if found and (found.group(3) == ">=") == (sys.version_info >= (3, 10)):
+            pins[found.group(1)] = found.group(2)
+    assert "opentelemetry-sdk" in pins and "protobuf" in pins
+    assert {name: metadata.version(name) for name in pins} == pins
