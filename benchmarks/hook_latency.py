@@ -1,8 +1,9 @@
 """Hook latency: wall time of each hook kind, per collector state, as a ratio to `python -c pass`.
 
-Every measurement waits, as Claude Code does, for the hook to exit and its
-stdout/stderr to reach EOF. Runs alternate between the baseline and the hook
-being measured, so machine noise hits both alike; the table reports medians.
+Each hook runs as Claude Code runs it: `/bin/sh -c` with its hooks.json command. Every
+measurement waits, as Claude Code does, for the hook to exit and its stdout/stderr to reach
+EOF. Runs alternate between the baseline and the hook being measured, so machine noise hits
+both alike; the table reports medians.
 
     .venv/bin/python benchmarks/hook_latency.py [--runs N]
 """
@@ -25,15 +26,17 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from hooks_harness import PLUGIN, hook_commands  # noqa: E402
 from otlp_sink import OtlpSink  # noqa: E402
 
 PYTHON = sys.executable
-OURS = {
-    "prompt": REPO / "plugin" / "scripts" / "send_metrics.py",
-    "slash command": REPO / "plugin" / "scripts" / "send_metrics.py",
-    "skill": REPO / "plugin" / "scripts" / "send_metrics.py",
-    "SessionEnd (3 MB transcript)": REPO / "plugin" / "scripts" / "send_session_metrics.py",
+HOOK_EVENTS = {
+    "prompt": "UserPromptSubmit",
+    "slash command": "UserPromptSubmit",
+    "skill": "PreToolUse",
+    "SessionEnd (3 MB transcript)": "SessionEnd",
 }
+OURS = {kind: ["/bin/sh", "-c", hook_commands()[event]] for kind, event in HOOK_EVENTS.items()}
 SEED_STYLE = REPO / "benchmarks" / "seed_style_hook.py"
 TRANSCRIPT = (
     REPO.parent / "shared" / "fixtures" / "transcripts" / "marot-spotter" / "4d5611e5-241a-462a-8d15-5122611a9569.jsonl"
@@ -70,17 +73,14 @@ def delivery_seconds(sink: OtlpSink, work: Path, inputs: Dict[str, bytes], burst
     from concurrent.futures import ThreadPoolExecutor
 
     state_dir = Path(tempfile.mkdtemp(prefix="state-delivery-", dir=work))
-    env = dict(os.environ, CLAUDE_METRICS_DIR=str(state_dir), CLAUDE_METRICS_OTLP_ENDPOINT=sink.url)
+    env = plugin_env(state_dir, sink.url)
     events_before, spans_before = sink.event_count(), len(sink.spans())
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=burst) as pool:
-        jobs = [pool.submit(timed, [PYTHON, str(OURS["slash command"])], inputs["slash command"], env)]
-        jobs += [pool.submit(timed, [PYTHON, str(OURS["skill"])], inputs["skill"], env) for _ in range(burst - 2)]
-        jobs.append(
-            pool.submit(
-                timed, [PYTHON, str(OURS["SessionEnd (3 MB transcript)"])], inputs["SessionEnd (3 MB transcript)"], env
-            )
-        )
+        jobs = [pool.submit(timed, OURS["slash command"], inputs["slash command"], env)]
+        jobs += [pool.submit(timed, OURS["skill"], inputs["skill"], env) for _ in range(burst - 2)]
+        kind = "SessionEnd (3 MB transcript)"
+        jobs.append(pool.submit(timed, OURS[kind], inputs[kind], env))
         for job in jobs:
             job.result()
     while sink.event_count() < events_before + burst - 1 or len(sink.spans()) < spans_before + 1:
@@ -88,6 +88,17 @@ def delivery_seconds(sink: OtlpSink, work: Path, inputs: Dict[str, bytes], burst
             return float("inf")
         time.sleep(0.01)
     return time.perf_counter() - start
+
+
+def plugin_env(state_dir: Path, otlp_url: str) -> Dict[str, str]:
+    """A hook's environment: the exporter runs on this interpreter, which has the dependencies."""
+    return dict(
+        os.environ,
+        CLAUDE_PLUGIN_ROOT=str(PLUGIN),
+        CLAUDE_METRICS_DIR=str(state_dir),
+        CLAUDE_METRICS_OTLP_ENDPOINT=otlp_url,
+        CLAUDE_METRICS_PYTHON=PYTHON,
+    )
 
 
 def main() -> None:
@@ -111,8 +122,8 @@ def main() -> None:
         for kind, data in inputs.items():
             state_dir = work / f"state-{len(rows)}"
             state_dir.mkdir()
-            env = dict(os.environ, CLAUDE_METRICS_DIR=str(state_dir), CLAUDE_METRICS_OTLP_ENDPOINT=url)
-            ours, bare = measure([PYTHON, str(OURS[kind])], data, env, args.runs)
+            env = plugin_env(state_dir, url)
+            ours, bare = measure(OURS[kind], data, env, args.runs)
             seed, seed_bare = measure([PYTHON, str(SEED_STYLE)], data, env, args.seed_runs)
             rows.append((kind, state_name, bare, ours, seed, seed / seed_bare))
             print(

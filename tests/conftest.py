@@ -1,8 +1,10 @@
-"""Shared fixtures: the reference endpoint and the forwarder as real processes on loopback.
+"""Shared fixtures: a state directory, a loopback OTLP receiver, and the reference endpoint and the
+forwarder as real processes on loopback.
 
-`endpoint_server` is a running `otel-metrics endpoint`; `forwarder_server` is a
-factory of `otel-metrics forwarder` processes, restartable on their port. The
-fixtures stop every process they started. Helpers (wait_for) are in servers.py.
+`state` is an empty state directory whose background processes (exporters, a local forwarder) are
+killed afterwards; `sink` is an OtlpSink; `endpoint_server` is a running `otel-metrics endpoint`;
+`forwarder_server` is a factory of `otel-metrics forwarder` processes, restartable on their port.
+The fixtures stop every process they started. Helpers (wait_for) are in servers.py.
 """
 
 from __future__ import annotations
@@ -11,7 +13,24 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
+from hooks_harness import kill_exporters
+from otlp_sink import OtlpSink
 from servers import EndpointProcess, ForwarderProcess
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    yield state_dir
+    kill_exporters(state_dir)
+
+
+@pytest.fixture
+def sink() -> Iterator[OtlpSink]:
+    receiver = OtlpSink()
+    yield receiver
+    receiver.stop()
 
 
 @pytest.fixture

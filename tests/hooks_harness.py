@@ -14,13 +14,22 @@ from typing import Dict, Iterator, List, Optional, Union
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugin"
-SEND_METRICS = PLUGIN / "scripts" / "send_metrics.py"
-SEND_SESSION_METRICS = PLUGIN / "scripts" / "send_session_metrics.py"
+HOOKS_JSON = PLUGIN / "hooks" / "hooks.json"
 FIXTURES = REPO.parent / "shared" / "fixtures" / "transcripts"
 
 
+def hook_commands() -> Dict[str, str]:
+    """hook event -> the command hooks.json gives Claude Code for it."""
+    hooks = json.loads(HOOKS_JSON.read_text())["hooks"]
+    return {event: entry["hooks"][0]["command"] for event, [entry] in hooks.items()}
+
+
 def hook_env(state_dir: Path, otlp_endpoint: str, **extra: str) -> Dict[str, str]:
-    """The environment Claude Code gives a plugin hook (minus OTEL_*, which it strips)."""
+    """The environment Claude Code gives a plugin hook (minus OTEL_*, which it strips).
+
+    The background exporter runs on the tests' interpreter (CLAUDE_METRICS_PYTHON), which
+    has the pinned dependencies: no test pays for the plugin's own venv unless it asks.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_METRICS_"))}
     env.update(
         {
@@ -29,6 +38,7 @@ def hook_env(state_dir: Path, otlp_endpoint: str, **extra: str) -> Dict[str, str
             "CLAUDE_METRICS_DIR": str(state_dir),
             "CLAUDE_METRICS_OTLP_ENDPOINT": otlp_endpoint,
             "CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": "2",
+            "CLAUDE_METRICS_PYTHON": sys.executable,
         }
     )
     env.update(extra)
@@ -36,16 +46,21 @@ def hook_env(state_dir: Path, otlp_endpoint: str, **extra: str) -> Dict[str, str
 
 
 def run_hook(
-    script: Path, hook_input: Union[dict, bytes, str], env: Dict[str, str], timeout: float = 20
+    hook_input: Union[dict, bytes, str], env: Dict[str, str], timeout: float = 20, event: Optional[str] = None
 ) -> subprocess.CompletedProcess:
-    """Run a hook script as Claude Code does: JSON on stdin, stdout captured."""
+    """Run a hook as Claude Code does: `/bin/sh -c <its hooks.json command>`, JSON on stdin, stdout captured.
+
+    The command is the one for the input's hook_event_name (or `event`, for input that is not JSON).
+    """
     if isinstance(hook_input, dict):
         data = json.dumps(hook_input).encode()
+        event = event or hook_input.get("hook_event_name")
     elif isinstance(hook_input, str):
         data = hook_input.encode()
     else:
         data = hook_input
-    return subprocess.run([str(script)], input=data, capture_output=True, env=env, timeout=timeout)
+    command = hook_commands()[event or "UserPromptSubmit"]
+    return subprocess.run(["/bin/sh", "-c", command], input=data, capture_output=True, env=env, timeout=timeout)
 
 
 def prompt_input(prompt: str, session_id: str = "sess-1", **extra: object) -> dict:
@@ -104,6 +119,12 @@ def exporter_pids(state_dir: Path) -> List[int]:
 
 
 def kill_exporters(state_dir: Path, sig: int = signal.SIGKILL) -> List[int]:
+    """Kill this state directory's exporters, and the local forwarder they may have started."""
+    from otel_metrics.exporter import local_forwarder
+
+    address = local_forwarder.running(str(state_dir))
+    if address is not None:
+        os.kill(int(address["pid"]), signal.SIGTERM)
     pids = exporter_pids(state_dir)
     for pid in pids:
         try:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from otel_metrics import config, schema
+from otel_metrics import schema
 from otel_metrics.cli import build_parser
 from otel_metrics.model import COUNT_KEYS, TOKEN_KEYS
 
@@ -104,9 +104,11 @@ def test_every_collector_variable_is_one_the_configuration_reads() -> None:
     assert read - set(COLLECTOR_ENV) <= {"OTEL_METRICS_SPANMETRICS_FLUSH_INTERVAL"}
 
 
-def test_the_hooks_reach_the_collector_on_the_default_endpoint() -> None:
+def test_the_collector_listens_where_the_readme_points_the_hooks() -> None:
+    """The README's compose walk-through sets the hooks' otlp_endpoint to http://localhost:4318."""
     receiver_port = int(COLLECTOR_ENV["OTEL_METRICS_COLLECTOR_LISTEN"].rsplit(":", 1)[1])
-    assert published(COLLECTOR)[receiver_port] == urlsplit(config.DEFAULT_OTLP_ENDPOINT).port == 4318
+    assert published(COLLECTOR)[receiver_port] == 4318
+    assert "CLAUDE_METRICS_OTLP_ENDPOINT=http://localhost:4318" in (REPO / "README.md").read_text()
     grpc_port = int(COLLECTOR_ENV["OTEL_METRICS_COLLECTOR_GRPC_LISTEN"].rsplit(":", 1)[1])
     assert grpc_port in published(COLLECTOR)
     for listen in ("OTEL_METRICS_COLLECTOR_LISTEN", "OTEL_METRICS_HEALTH_LISTEN"):

@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 from hooks_harness import (
     FIXTURES,
-    SEND_METRICS,
-    SEND_SESSION_METRICS,
     expected_event,
     hook_env,
     kill_exporters,
@@ -68,9 +66,9 @@ def test_slash_command_skill_and_session_end_arrive_exactly(pipeline, tmp_path: 
     before = int(time.time())
     prompt = "/jira:solve ABC-123 the login page"
     for result in (
-        run_hook(SEND_METRICS, prompt_input(prompt, session_id=SESSION_ID), env),
-        run_hook(SEND_METRICS, skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
-        run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
+        run_hook(prompt_input(prompt, session_id=SESSION_ID), env),
+        run_hook(skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
+        run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
     ):
         assert (result.returncode, result.stdout) == (0, b"")
     wait_for(lambda: len(endpoint.events()) >= 2 and len(endpoint.sessions()) >= 1, DEADLINE)
@@ -98,7 +96,7 @@ def test_session_end_without_transcript_still_reports_the_session(pipeline) -> N
     endpoint, forwarder, state = pipeline
     env = hook_env(state, forwarder.url)
     before = int(time.time())
-    run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", "lost-transcript", Path("/nonexistent/t.jsonl")), env)
+    run_hook(session_input("SessionEnd", "lost-transcript", Path("/nonexistent/t.jsonl")), env)
     [session] = wait_for(endpoint.sessions, DEADLINE)
     assert utc(before) <= session["start_timestamp"] == session["end_timestamp"] <= utc(int(time.time()))
     assert session["session_duration"] == 0
@@ -114,15 +112,15 @@ def test_session_whose_end_never_fired_is_reported_once(pipeline, tmp_path: Path
     transcript = tmp_path / "quiet.jsonl"
     shutil.copy(FIXTURE, transcript)
     env = hook_env(state, forwarder.url, CLAUDE_METRICS_SESSION_QUIET_MINUTES="0.01")
-    run_hook(SEND_SESSION_METRICS, session_input("SessionStart", SESSION_ID, transcript), env)
+    run_hook(session_input("SessionStart", SESSION_ID, transcript), env)
     time.sleep(1)
-    run_hook(SEND_METRICS, prompt_input("/later:command", session_id="another"), env)  # a later hook
+    run_hook(prompt_input("/later:command", session_id="another"), env)  # a later hook
     [session] = wait_for(endpoint.sessions, DEADLINE)
     assert session["exit_reason"] == "other"
     assert session["session_id"] == SESSION_ID
     # SessionEnd arriving after all (resumed, then ended) does not report it twice.
-    run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", SESSION_ID, transcript, "logout"), env)
-    run_hook(SEND_SESSION_METRICS, session_input("SessionStart", "third", tmp_path / "none.jsonl"), env)
+    run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env)
+    run_hook(session_input("SessionStart", "third", tmp_path / "none.jsonl"), env)
     wait_for(lambda: len(endpoint.events()) == 1, DEADLINE)
     time.sleep(2)
     assert len(endpoint.sessions()) == 1

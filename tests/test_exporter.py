@@ -12,10 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 from hooks_harness import (
-    SEND_METRICS,
-    SEND_SESSION_METRICS,
     exporter_pids,
     hook_env,
     kill_exporters,
@@ -34,25 +31,10 @@ from otel_metrics import schema
 DEADLINE = 30.0  # generous: CI machines are slow; the latency itself is benchmarked
 
 
-@pytest.fixture
-def sink():
-    receiver = OtlpSink()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def state(tmp_path: Path):
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    yield state_dir
-    kill_exporters(state_dir)
-
-
 def test_events_arrive_and_leave_the_spool(sink: OtlpSink, state: Path) -> None:
     env = hook_env(state, sink.url)
-    run_hook(SEND_METRICS, prompt_input("/jira:solve ABC-1"), env)
-    run_hook(SEND_METRICS, skill_input("pdf:make"), env)
+    run_hook(prompt_input("/jira:solve ABC-1"), env)
+    run_hook(skill_input("pdf:make"), env)
     assert wait_for(lambda: sink.event_count() == 2, DEADLINE)
     assert wait_for(lambda: not list(spool_records(state)), DEADLINE)
     names = sorted(attrs[schema.EVENT_NAME] for attrs, _ in sink.event_points())
@@ -66,12 +48,12 @@ def test_collector_down_then_back_loses_nothing(sink: OtlpSink, state: Path) -> 
     sink.stop()
     env = hook_env(state, f"http://127.0.0.1:{port}")
     for i in range(3):
-        run_hook(SEND_METRICS, prompt_input(f"/cmd:n{i}"), env)
+        run_hook(prompt_input(f"/cmd:n{i}"), env)
     assert wait_for(lambda: any("did not accept" in line for line in log_lines(state)), DEADLINE)
     assert len(list(spool_records(state))) == 3
     sink.port = port
     sink.start()
-    run_hook(SEND_METRICS, prompt_input("just a question"), env)  # the next hook, even a plain prompt
+    run_hook(prompt_input("just a question"), env)  # the next hook, even a plain prompt
     assert wait_for(lambda: sink.event_count() == 3, DEADLINE)
     assert wait_for(lambda: not list(spool_records(state)), DEADLINE)
     failures = [line for line in log_lines(state) if "did not accept" in line]
@@ -81,11 +63,11 @@ def test_collector_down_then_back_loses_nothing(sink: OtlpSink, state: Path) -> 
 def test_collector_refusing_keeps_records(sink: OtlpSink, state: Path) -> None:
     sink.status = 400  # not retryable for the SDK: still, nothing is removed
     env = hook_env(state, sink.url)
-    run_hook(SEND_METRICS, prompt_input("/cmd:refused"), env)
+    run_hook(prompt_input("/cmd:refused"), env)
     assert wait_for(lambda: any("did not accept" in line for line in log_lines(state)), DEADLINE)
     assert len(list(spool_records(state))) == 1
     sink.status = 200
-    run_hook(SEND_METRICS, prompt_input("/cmd:next"), env)
+    run_hook(prompt_input("/cmd:next"), env)
     assert wait_for(lambda: sink.event_count() == 2, DEADLINE)
 
 
@@ -93,7 +75,7 @@ def test_fifty_concurrent_hooks_arrive_exactly_once(sink: OtlpSink, state: Path)
     env = hook_env(state, sink.url)
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(
-            pool.map(lambda i: run_hook(SEND_METRICS, prompt_input(f"/burst:n{i}", session_id=f"s{i}"), env), range(50))
+            pool.map(lambda i: run_hook(prompt_input(f"/burst:n{i}", session_id=f"s{i}"), env), range(50))
         )
     assert all(r.returncode == 0 and r.stdout == b"" for r in results)
     assert wait_for(lambda: sink.event_count() >= 50 and not list(spool_records(state)), DEADLINE)
@@ -106,12 +88,12 @@ def test_killed_exporter_leaves_records_for_the_next(sink: OtlpSink, state: Path
     sink.status = 503
     sink.delay = 0.5
     env = hook_env(state, sink.url)
-    run_hook(SEND_METRICS, prompt_input("/cmd:survivor"), env)
+    run_hook(prompt_input("/cmd:survivor"), env)
     assert wait_for(lambda: exporter_pids(state), DEADLINE)
     assert kill_exporters(state, signal.SIGKILL)
     assert len(list(spool_records(state))) == 1
     sink.status, sink.delay = 200, 0.0
-    run_hook(SEND_METRICS, prompt_input("/cmd:after"), env)
+    run_hook(prompt_input("/cmd:after"), env)
     assert wait_for(lambda: sink.event_count() == 2, DEADLINE)
     assert sorted(a[schema.EVENT_NAME] for a, _ in sink.event_points()) == ["cmd:after", "cmd:survivor"]
 
@@ -121,7 +103,7 @@ def test_dead_proxy_does_not_catch_loopback_traffic(sink: OtlpSink, state: Path)
     env = hook_env(state, sink.url, HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy, http_proxy=dead_proxy)
     env.pop("NO_PROXY", None)
     env.pop("no_proxy", None)
-    run_hook(SEND_METRICS, prompt_input("/cmd:proxied"), env)
+    run_hook(prompt_input("/cmd:proxied"), env)
     assert wait_for(lambda: sink.event_count() == 1, DEADLINE)
 
 
@@ -134,11 +116,11 @@ def test_spool_bound_drops_oldest_and_says_how_many(sink: OtlpSink, state: Path)
 
     fd = lock.try_acquire(str(state))  # hold the exporter back while five records pile up
     for i in range(5):
-        run_hook(SEND_METRICS, prompt_input(f"/cmd:n{i}"), env_recording_only)
+        run_hook(prompt_input(f"/cmd:n{i}"), env_recording_only)
     lock.release(fd)
     sink.port = port
     sink.start()
-    run_hook(SEND_METRICS, prompt_input("/cmd:n5"), env)
+    run_hook(prompt_input("/cmd:n5"), env)
     assert wait_for(lambda: sink.event_count() >= 2 and not list(spool_records(state)), DEADLINE)
     assert any("dropped 4 oldest record(s)" in line for line in log_lines(state))
     assert sorted(a[schema.EVENT_NAME] for a, _ in sink.event_points()) == ["cmd:n4", "cmd:n5"]
@@ -148,7 +130,7 @@ def test_unreadable_spool_record_is_dropped_with_a_log_line(sink: OtlpSink, stat
     (state / "spool").mkdir()
     (state / "spool" / f"{time.time_ns():020d}-1-deadbeef.json").write_text("{not json")
     env = hook_env(state, sink.url)
-    run_hook(SEND_METRICS, prompt_input("/cmd:fine"), env)
+    run_hook(prompt_input("/cmd:fine"), env)
     assert wait_for(lambda: sink.event_count() == 1, DEADLINE)
     assert any("dropped spool record" in line for line in log_lines(state))
     assert wait_for(lambda: not list((state / "spool").glob("*.json")), DEADLINE)
@@ -162,7 +144,40 @@ def test_session_start_sends_what_was_left(sink: OtlpSink, state: Path, tmp_path
     }  # fmt: skip
     (state / "spool" / f"{time.time_ns():020d}-1-cafebabe.json").write_text(json.dumps(leftover))
     env = hook_env(state, sink.url)
-    run_hook(SEND_SESSION_METRICS, session_input("SessionStart", "new", tmp_path / "new.jsonl"), env)
+    run_hook(session_input("SessionStart", "new", tmp_path / "new.jsonl"), env)
     assert wait_for(lambda: sink.event_count() == 1, DEADLINE)
     [(attrs, _)] = sink.event_points()
     assert attrs[schema.EVENT_TIMESTAMP] == 1700000000
+
+
+def test_a_warm_exporter_follows_a_hook_with_other_settings(state: Path) -> None:
+    """A later hook with another collector (a changed option, an updated plugin): the running exporter
+    restarts itself in place with the hook's settings, and sends there."""
+    first, second = OtlpSink(), OtlpSink()
+    try:
+        run_hook(prompt_input("/a:one"), hook_env(state, first.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
+        assert wait_for(lambda: first.event_count() == 1, DEADLINE)
+        [pid] = exporter_pids(state)
+        run_hook(prompt_input("/b:two"), hook_env(state, second.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
+        assert wait_for(lambda: second.event_count() == 1, DEADLINE)
+        assert first.event_count() == 1
+        assert exporter_pids(state) == [pid]  # the same process, re-executed: the lock never changed hands
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_changed_configuration_file_is_read_before_the_next_export(state: Path) -> None:
+    first, second = OtlpSink(), OtlpSink()
+    try:
+        env = hook_env(state, "", CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30")  # no variable: the file decides
+        (state / "config.json").write_text(json.dumps({"otlp_endpoint": first.url}))
+        run_hook(prompt_input("/a:one"), env)
+        assert wait_for(lambda: first.event_count() == 1, DEADLINE)
+        (state / "config.json").write_text(json.dumps({"otlp_endpoint": second.url}))
+        run_hook(prompt_input("/b:two"), env)
+        assert wait_for(lambda: second.event_count() == 1, DEADLINE)
+        assert first.event_count() == 1
+    finally:
+        first.stop()
+        second.stop()

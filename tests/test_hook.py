@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from hooks_harness import (
-    SEND_METRICS,
-    SEND_SESSION_METRICS,
+    hook_commands,
     hook_env,
     log_lines,
     prompt_input,
@@ -29,13 +28,11 @@ from otel_metrics.hook import main as hook_main
 DEAD_COLLECTOR = "http://127.0.0.1:9"
 
 
-@pytest.fixture
-def state(tmp_path: Path):
-    """A state directory whose exporter lock we hold, so hooks only record."""
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    fd = lock.try_acquire(str(state_dir))
-    yield state_dir
+@pytest.fixture(autouse=True)
+def exporter_held(state: Path):
+    """We hold the state directory's exporter lock, so hooks only record."""
+    fd = lock.try_acquire(str(state))
+    yield
     lock.release(fd)
 
 
@@ -51,7 +48,7 @@ def assert_silent(result) -> None:
 
 def test_slash_command_is_recorded_without_its_arguments(state: Path, env: dict) -> None:
     before = int(time.time())
-    result = run_hook(SEND_METRICS, prompt_input("/jira:solve SECRET-ARGUMENT"), env)
+    result = run_hook(prompt_input("/jira:solve SECRET-ARGUMENT"), env)
     after = int(time.time())
     assert_silent(result)
     [record] = spool_records(state)
@@ -70,20 +67,20 @@ def test_slash_command_is_recorded_without_its_arguments(state: Path, env: dict)
 
 
 def test_skill_is_recorded(state: Path, env: dict) -> None:
-    assert_silent(run_hook(SEND_METRICS, skill_input("pdf:make", args="SECRET"), env))
+    assert_silent(run_hook(skill_input("pdf:make", args="SECRET"), env))
     [record] = spool_records(state)
     assert (record["kind"], record["name"], record["prompt_length"]) == ("skill", "pdf:make", 0)
 
 
 def test_two_events_in_the_same_second_are_two_records(state: Path, env: dict) -> None:
     for _ in range(2):
-        assert_silent(run_hook(SEND_METRICS, prompt_input("/x:y"), env))
+        assert_silent(run_hook(prompt_input("/x:y"), env))
     assert len(list(spool_records(state))) == 2
 
 
 @pytest.mark.parametrize("text", ["hello there", "/usr/bin/tool crashes", "what about /jira:solve"])
 def test_plain_prompts_record_nothing_and_log_nothing(state: Path, env: dict, text: str) -> None:
-    assert_silent(run_hook(SEND_METRICS, prompt_input(text), env))
+    assert_silent(run_hook(prompt_input(text), env))
     assert list(spool_records(state)) == []
     assert log_lines(state) == []
 
@@ -91,13 +88,13 @@ def test_plain_prompts_record_nothing_and_log_nothing(state: Path, env: dict, te
 def test_other_tools_record_nothing(state: Path, env: dict) -> None:
     hook_input = skill_input("x")
     hook_input.update(tool_name="Bash", tool_input={"command": "rm -rf /"})
-    assert_silent(run_hook(SEND_METRICS, hook_input, env))
+    assert_silent(run_hook(hook_input, env))
     assert list(spool_records(state)) == []
 
 
 def test_session_end_is_recorded_with_its_reason(state: Path, env: dict, tmp_path: Path) -> None:
     transcript = tmp_path / "t.jsonl"
-    assert_silent(run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", "s-9", transcript, "logout"), env))
+    assert_silent(run_hook(session_input("SessionEnd", "s-9", transcript, "logout"), env))
     [record] = spool_records(state)
     assert record.pop("time_ns") > 0
     assert record == {
@@ -109,7 +106,7 @@ def test_session_end_is_recorded_with_its_reason(state: Path, env: dict, tmp_pat
 
 
 def test_session_start_is_recorded(state: Path, env: dict, tmp_path: Path) -> None:
-    assert_silent(run_hook(SEND_SESSION_METRICS, session_input("SessionStart", "s-1", tmp_path / "t.jsonl"), env))
+    assert_silent(run_hook(session_input("SessionStart", "s-1", tmp_path / "t.jsonl"), env))
     [record] = spool_records(state)
     assert record["record"] == "session_start"
 
@@ -117,7 +114,7 @@ def test_session_start_is_recorded(state: Path, env: dict, tmp_path: Path) -> No
 def test_input_without_session_id_records_nothing_and_says_so(state: Path, env: dict) -> None:
     hook_input = prompt_input("/jira:solve")
     del hook_input["session_id"]
-    assert_silent(run_hook(SEND_METRICS, hook_input, env))
+    assert_silent(run_hook(hook_input, env))
     assert list(spool_records(state)) == []
     [line] = log_lines(state)
     assert "without session_id" in line
@@ -125,14 +122,14 @@ def test_input_without_session_id_records_nothing_and_says_so(state: Path, env: 
 
 def test_disabled_records_nothing(state: Path, env: dict) -> None:
     env["CLAUDE_METRICS_DISABLED"] = "1"
-    assert_silent(run_hook(SEND_METRICS, prompt_input("/jira:solve"), env))
+    assert_silent(run_hook(prompt_input("/jira:solve"), env))
     assert list(spool_records(state)) == []
 
 
 def test_verbose_logs_activity(state: Path, env: dict) -> None:
     env["CLAUDE_METRICS_VERBOSE"] = "yes"
-    run_hook(SEND_METRICS, prompt_input("/jira:solve SECRET"), env)
-    run_hook(SEND_METRICS, prompt_input("plain SECRET"), env)
+    run_hook(prompt_input("/jira:solve SECRET"), env)
+    run_hook(prompt_input("plain SECRET"), env)
     lines = log_lines(state)
     assert len(lines) == 2
     assert "recorded event slash_command jira:solve" in lines[0]
@@ -156,7 +153,7 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
 def test_bad_input_exits_0_silently_and_logs_one_line(state: Path, env: dict, name: str) -> None:
-    result = run_hook(SEND_METRICS, BAD_INPUTS[name], env)
+    result = run_hook(BAD_INPUTS[name], env)
     assert_silent(result)
     assert result.stderr == b""
     assert list(spool_records(state)) == []
@@ -166,14 +163,14 @@ def test_bad_input_exits_0_silently_and_logs_one_line(state: Path, env: dict, na
 
 
 def test_ten_megabytes_of_stdin(state: Path, env: dict) -> None:
-    result = run_hook(SEND_METRICS, b"x" * (10 * 1024 * 1024), env)
+    result = run_hook(b"x" * (10 * 1024 * 1024), env)
     assert_silent(result)
     assert len(log_lines(state)) == 1
 
 
 def test_huge_slash_command_prompt_is_still_one_event(state: Path, env: dict) -> None:
     text = "/paste:it " + "y" * (5 * 1024 * 1024)
-    assert_silent(run_hook(SEND_METRICS, prompt_input(text), env))
+    assert_silent(run_hook(prompt_input(text), env))
     [record] = spool_records(state)
     assert record["prompt_length"] == len(text)
 
@@ -181,7 +178,7 @@ def test_huge_slash_command_prompt_is_still_one_event(state: Path, env: dict) ->
 def test_state_directory_that_cannot_be_used(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    result = run_hook(SEND_METRICS, prompt_input("/jira:solve"), hook_env(not_a_dir, DEAD_COLLECTOR))
+    result = run_hook(prompt_input("/jira:solve"), hook_env(not_a_dir, DEAD_COLLECTOR))
     assert_silent(result)
     assert result.stderr == b""
 
@@ -193,7 +190,7 @@ def test_full_disk(state: Path, env: dict) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
 
     result = subprocess.run(
-        [str(SEND_METRICS)],
+        ["/bin/sh", "-c", hook_commands()["UserPromptSubmit"]],
         input=json.dumps(prompt_input("/jira:solve")).encode(),
         capture_output=True,
         env=env,

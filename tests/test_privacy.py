@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 from hooks_harness import (
-    SEND_METRICS,
-    SEND_SESSION_METRICS,
     hook_env,
     kill_exporters,
     prompt_input,
@@ -67,9 +65,9 @@ def run_session(env: dict, transcript: Path) -> None:
         hook_input.update(cwd=cwd, transcript_path=str(transcript))
     end = session_input("SessionEnd", SESSION_ID, transcript, "logout")
     end["cwd"] = cwd
-    for script, hook_input in ((SEND_METRICS, prompt), (SEND_METRICS, skill), (SEND_METRICS, plain)):
-        assert run_hook(script, hook_input, env).stdout == b""
-    assert run_hook(SEND_SESSION_METRICS, end, env).stdout == b""
+    for hook_input in (prompt, skill, plain):
+        assert run_hook(hook_input, env).stdout == b""
+    assert run_hook(end, env).stdout == b""
 
 
 def personal_strings() -> list:

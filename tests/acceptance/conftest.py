@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional
@@ -11,11 +12,12 @@ import pytest
 from claude_cli import ClaudeCodeUnavailable, base_env, ensure_claude_cli
 from expectations import plugin_data_dir
 from fake_api import FakeMessagesAPI
-from pipeline import Endpoint, Forwarder, stop_exporters
+from pipeline import Endpoint, Forwarder, stop_plugin_processes
 
-# Exporters started by the hooks stay warm this long after their last item; short, so each test ends them.
-EXPORTER_IDLE_SECONDS = "1"
-EXPORTER_STOP_SECONDS = 40.0
+# Exporters and local forwarders started by the hooks stay this long after their last item; short, so
+# each test ends them.
+IDLE_SECONDS = "1"
+PLUGIN_STOP_SECONDS = 40.0
 CALL_FAILED = pytest.StashKey[bool]()
 
 
@@ -74,7 +76,12 @@ class Workspace:
     scratch: Path  # a state directory for `otel-metrics session-summary`, apart from the hooks'
 
     def env(self, api: FakeMessagesAPI, otlp_url: Optional[str], state_in_env: bool = True) -> Dict[str, str]:
-        extra = {"CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": EXPORTER_IDLE_SECONDS}
+        extra = {
+            "CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": IDLE_SECONDS,
+            "CLAUDE_METRICS_FORWARDER_IDLE_SECONDS": IDLE_SECONDS,
+            # The tests' interpreter has the plugin's pinned dependencies: no venv to build per test.
+            "CLAUDE_METRICS_PYTHON": sys.executable,
+        }
         if otlp_url:
             extra["CLAUDE_METRICS_OTLP_ENDPOINT"] = otlp_url
         if state_in_env:
@@ -91,10 +98,10 @@ def workspace(request: pytest.FixtureRequest, tmp_path: Path, claude_cli: Path) 
     yield space
     if request.node.stash.get(CALL_FAILED, False):
         _show_logs(tmp_path)
-    # The hooks' detached exporters are processes this test caused: see them end before the next test.
+    # The hooks' detached processes are this test's doing: see them end before the next test.
     for state_dir in (state, plugin_data_dir(home)):
-        leftover = stop_exporters(state_dir, EXPORTER_STOP_SECONDS)
-        assert not leftover, f"exporters {leftover} for {state_dir} did not idle out; terminated"
+        leftover = stop_plugin_processes(state_dir, PLUGIN_STOP_SECONDS)
+        assert not leftover, f"processes {leftover} for {state_dir} did not idle out; terminated"
 
 
 def _show_logs(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 from claude_cli import PLUGIN_DIR, ClaudeRun
 from pipeline import OTEL_METRICS
@@ -59,9 +59,18 @@ def assert_within(timestamp: str, run: ClaudeRun) -> None:
 
 
 def expected_event(
-    payload: Dict[str, Any], run: ClaudeRun, kind: str, name: str, prompt_length: int, user_id: str
+    payload: Dict[str, Any],
+    run: ClaudeRun,
+    kind: str,
+    name: str,
+    prompt_length: int,
+    user_id: str,
+    version: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """The whole event payload; its timestamp is taken from the payload once checked against the run."""
+    """The whole event payload; its timestamp is taken from the payload once checked against the run.
+
+    The version is the plugin's (its plugin.json), unless the test released another.
+    """
     timestamp = payload.get("timestamp")
     assert isinstance(timestamp, str), payload
     assert_within(timestamp, run)
@@ -69,7 +78,7 @@ def expected_event(
         "type": kind,
         "name": name,
         "engine": "claude",
-        "version": plugin_manifest()["version"],
+        "version": version or plugin_manifest()["version"],
         "timestamp": timestamp,
         "session_id": run.session_id,
         "user_id": user_id,

@@ -118,30 +118,31 @@ class Forwarder(Service):
         super().__init__("forwarder", args, run_dir / "forwarder.log", port)
 
 
-def exporter_pids(state_dir: Path) -> List[int]:
-    """Background exporters the hooks started for this state directory (Linux /proc)."""
-    marker = f"CLAUDE_METRICS_DIR={state_dir}".encode()
+def plugin_pids(state_dir: Path) -> List[int]:
+    """Processes the hooks started for this state directory: exporters and local forwarders (Linux /proc)."""
+    markers = {f"CLAUDE_METRICS_DIR={state_dir}".encode(), f"CLAUDE_PLUGIN_DATA={state_dir}".encode()}
     pids = []
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         if not entry.name.isdigit():
             continue
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone, or not ours to read
-        if marker in environ and b"otel_metrics.exporter" in cmdline:
+        ours = b"otel_metrics.exporter" in cmdline or (b"otel_metrics.cli" in cmdline and b"forwarder" in cmdline)
+        if ours and markers & set(environ):
             pids.append(int(entry.name))
     return pids
 
 
-def stop_exporters(state_dir: Path, timeout: float) -> List[int]:
-    """Let this state directory's exporters finish (they idle out); end those still running. Returns those."""
+def stop_plugin_processes(state_dir: Path, timeout: float) -> List[int]:
+    """Let this state directory's exporters and forwarders idle out; end those still running. Returns those."""
     try:
-        wait_until(lambda: not exporter_pids(state_dir), timeout, "the exporter to idle out")
+        wait_until(lambda: not plugin_pids(state_dir), timeout, "the plugin's processes to idle out")
         return []
     except AssertionError:
-        survivors = exporter_pids(state_dir)
+        survivors = plugin_pids(state_dir)
     for pid in survivors:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -16,7 +16,6 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 from collector_harness import BASE_CONFIG, BINARY, FANOUT_CONFIG, REPO, CollectorProcess
-from hooks_harness import kill_exporters
 from otlp_sink import OtlpSink
 
 
@@ -51,15 +50,6 @@ def collector(tmp_path: Path, collector_binary: Path) -> Iterator[Callable[..., 
     yield start
     for process in started:
         process.close()
-
-
-@pytest.fixture
-def hook_state(tmp_path: Path) -> Iterator[Path]:
-    """The hooks' state directory; their background exporters are killed at teardown."""
-    state = tmp_path / "state"
-    state.mkdir()
-    yield state
-    kill_exporters(state)
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from typing import Dict, List, Tuple
 
 import pytest
 from hooks_harness import (
-    SEND_METRICS,
-    SEND_SESSION_METRICS,
     expected_event,
     hook_env,
     prompt_input,
@@ -66,7 +64,7 @@ def spans(bodies: List[bytes]) -> List[Tuple[Dict[str, object], str, Dict[str, o
 
 
 def test_fanout_drops_high_cardinality_keys_on_its_branch_only(
-    endpoint_server, forwarder_server, collector, otlp_capture, hook_state: Path, tmp_path: Path
+    endpoint_server, forwarder_server, collector, otlp_capture, state: Path, tmp_path: Path
 ) -> None:
     prometheus, jaeger = otlp_capture(), otlp_capture()
     forwarder = forwarder_server(endpoint_server.url)
@@ -79,14 +77,14 @@ def test_fanout_drops_high_cardinality_keys_on_its_branch_only(
             "OTEL_METRICS_SPANMETRICS_FLUSH_INTERVAL": "1s",
         },
     )
-    env = hook_env(hook_state, otelcol.otlp_url)
-    run_hook(SEND_METRICS, prompt_input("/jira:solve ABC-1", session_id="fan"), env)
-    run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", "fan", tmp_path / "none.jsonl", "logout"), env)
+    env = hook_env(state, otelcol.otlp_url)
+    run_hook(prompt_input("/jira:solve ABC-1", session_id="fan"), env)
+    run_hook(session_input("SessionEnd", "fan", tmp_path / "none.jsonl", "logout"), env)
 
     # The forwarder's branch: the whole payloads, session and user ids included.
     [event] = wait_for(endpoint_server.events, DEADLINE)
     assert event == expected_event(
-        "slash_command", "jira:solve", len("/jira:solve ABC-1"), "fan", hook_state, event["timestamp"]
+        "slash_command", "jira:solve", len("/jira:solve ABC-1"), "fan", state, event["timestamp"]
     )
     [session] = wait_for(endpoint_server.sessions, DEADLINE)
     assert (session["session_id"], session["user_id"]) == ("fan", event["user_id"])

@@ -16,8 +16,6 @@ import pytest
 import requests
 from collector_harness import CollectorProcess, free_port
 from hooks_harness import (
-    SEND_METRICS,
-    SEND_SESSION_METRICS,
     expected_event,
     hook_env,
     prompt_input,
@@ -42,7 +40,7 @@ COMMANDS = ["/deploy:staging now", "/review:pr 42", "/docs:build"]
 def send_commands(state: Path, otlp_url: str, session_id: str) -> None:
     env = hook_env(state, otlp_url)
     for prompt in COMMANDS:
-        result = run_hook(SEND_METRICS, prompt_input(prompt, session_id=session_id), env)
+        result = run_hook(prompt_input(prompt, session_id=session_id), env)
         assert (result.returncode, result.stdout) == (0, b"")
 
 
@@ -64,49 +62,49 @@ def wait_until_queued(otelcol: CollectorProcess, count: int) -> None:
 
 
 def test_events_sent_while_the_forwarder_is_down_arrive_when_it_is_back(
-    endpoint_server, forwarder_server, collector, hook_state: Path
+    endpoint_server, forwarder_server, collector, state: Path
 ) -> None:
     forwarder = forwarder_server(endpoint_server.url)
     otelcol = collector(forwarder.otlp_url)
     forwarder.stop()
 
-    send_commands(hook_state, otelcol.otlp_url, "outage")
+    send_commands(state, otelcol.otlp_url, "outage")
     wait_until_queued(otelcol, len(COMMANDS))
     time.sleep(1.5)  # the exporter is retrying by now
     assert endpoint_server.events() == []
 
     forwarder.restart()  # same port
-    assert_commands_arrived_once(endpoint_server, hook_state, "outage")
+    assert_commands_arrived_once(endpoint_server, state, "outage")
     assert otelcol.telemetry("otelcol_exporter_send_failed_metric_points") == 0
 
 
 def test_events_survive_a_collector_restart_during_the_outage(
-    endpoint_server, forwarder_server, collector, hook_state: Path
+    endpoint_server, forwarder_server, collector, state: Path
 ) -> None:
     forwarder = forwarder_server(endpoint_server.url)
     otelcol = collector(forwarder.otlp_url)
     forwarder.stop()
 
-    send_commands(hook_state, otelcol.otlp_url, "restart")
+    send_commands(state, otelcol.otlp_url, "restart")
     wait_until_queued(otelcol, len(COMMANDS))
     otelcol.restart()  # SIGTERM, then a new process on the same queue directory and ports
     assert otelcol.accepted() == 0  # a fresh process: only the queue on disk remembers
     assert endpoint_server.events() == []
 
     forwarder.restart()
-    assert_commands_arrived_once(endpoint_server, hook_state, "restart")
+    assert_commands_arrived_once(endpoint_server, state, "restart")
 
 
 def test_a_session_survives_a_collector_crash(
-    endpoint_server, forwarder_server, collector, hook_state: Path, tmp_path: Path
+    endpoint_server, forwarder_server, collector, state: Path, tmp_path: Path
 ) -> None:
     """SIGKILL, no shutdown at all: the span is still on disk."""
     forwarder = forwarder_server(endpoint_server.url)
     otelcol = collector(forwarder.otlp_url)
     forwarder.stop()
 
-    env = hook_env(hook_state, otelcol.otlp_url)
-    run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", "crashed", tmp_path / "no-transcript.jsonl"), env)
+    env = hook_env(state, otelcol.otlp_url)
+    run_hook(session_input("SessionEnd", "crashed", tmp_path / "no-transcript.jsonl"), env)
     wait_until_queued(otelcol, 1)
     otelcol.stop(9)
     otelcol.start()
@@ -127,7 +125,7 @@ class PinnedEndpoint(EndpointProcess):
 
 
 def test_a_full_forwarder_answers_503_and_the_collector_retries_until_it_can(
-    forwarder_server, collector, hook_state: Path, tmp_path: Path
+    forwarder_server, collector, state: Path, tmp_path: Path
 ) -> None:
     """Endpoint down, forwarder outbox full: 503 + Retry-After; the collector drops nothing."""
     endpoint_port = free_port()
@@ -146,7 +144,7 @@ def test_a_full_forwarder_answers_503_and_the_collector_retries_until_it_can(
     assert refused.status_code == 503
     assert int(refused.headers["Retry-After"]) > 0
 
-    send_commands(hook_state, otelcol.otlp_url, "full")
+    send_commands(state, otelcol.otlp_url, "full")
     wait_until_queued(otelcol, len(COMMANDS))
     wait_for(lambda: "503" in otelcol.log(), DEADLINE, 0.2)  # refused, so the exporter retries
     try:

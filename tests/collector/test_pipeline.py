@@ -17,8 +17,6 @@ from typing import Dict
 import pytest
 from hooks_harness import (
     FIXTURES,
-    SEND_METRICS,
-    SEND_SESSION_METRICS,
     expected_event,
     hook_env,
     prompt_input,
@@ -62,18 +60,18 @@ def copy_fixture(tmp_path: Path) -> Path:
 
 
 def test_command_skill_and_session_end_arrive_exactly_through_the_collector(
-    tmp_path: Path, endpoint_server, forwarder_server, collector, hook_state: Path
+    tmp_path: Path, endpoint_server, forwarder_server, collector, state: Path
 ) -> None:
     forwarder = forwarder_server(endpoint_server.url)
     otelcol = collector(forwarder.otlp_url)
     transcript = copy_fixture(tmp_path)
-    env = hook_env(hook_state, otelcol.otlp_url)
+    env = hook_env(state, otelcol.otlp_url)
 
     before = time.time()
     for result in (
-        run_hook(SEND_METRICS, prompt_input(PROMPT, session_id=SESSION_ID), env),
-        run_hook(SEND_METRICS, skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
-        run_hook(SEND_SESSION_METRICS, session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
+        run_hook(prompt_input(PROMPT, session_id=SESSION_ID), env),
+        run_hook(skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
+        run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
     ):
         assert (result.returncode, result.stdout) == (0, b"")
     wait_for(lambda: len(endpoint_server.events()) >= 2 and len(endpoint_server.sessions()) >= 1, DEADLINE)
@@ -82,10 +80,10 @@ def test_command_skill_and_session_end_arrive_exactly_through_the_collector(
     slash, skill = sorted(endpoint_server.events(), key=lambda payload: payload["type"] != "slash_command")
     assert utc(before) <= slash["timestamp"] <= skill["timestamp"] <= utc(after)
     assert slash == expected_event(
-        "slash_command", "jira:solve", len(PROMPT), SESSION_ID, hook_state, slash["timestamp"]
+        "slash_command", "jira:solve", len(PROMPT), SESSION_ID, state, slash["timestamp"]
     )
-    assert skill == expected_event("skill", "pdf:extract", 0, SESSION_ID, hook_state, skill["timestamp"])
-    assert endpoint_server.sessions() == [session_summary(transcript, "logout", hook_state)]
+    assert skill == expected_event("skill", "pdf:extract", 0, SESSION_ID, state, skill["timestamp"])
+    assert endpoint_server.sessions() == [session_summary(transcript, "logout", state)]
 
     time.sleep(2)  # a batch flush later, still each item once
     assert (len(endpoint_server.events()), len(endpoint_server.sessions())) == (2, 1)

@@ -1,0 +1,203 @@
+"""The plugin as users get it: added from a marketplace, installed, and run with nothing but a bare python3.
+
+The repository is served over git's smart HTTP protocol on loopback (marketplace.py); the real
+Claude Code CLI adds it as a marketplace and installs the metrics plugin and a test plugin from
+it. PATH's python3 is a fresh venv with nothing installed; the test starts no collector and no
+forwarder, only the reference endpoint, named by CLAUDE_METRICS_URL. Everything else (the
+plugin's own Python dependencies, its forwarder) the plugin does by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from claude_cli import CLAUDE_BIN, REPO, base_env, run_claude, transcript_session_ids
+from expectations import anonymous_id, by_session, expected_event, expected_session
+from fake_api import Script, ToolCall, text, tools
+from marketplace import MARKETPLACE_NAME, PLUGIN_ID, Marketplace
+from pipeline import free_port, plugin_pids, stop_plugin_processes, wait_until
+
+# pip's cache is shared between runs (and kept in .cache/): the first run downloads like a new user.
+PIP_CACHE = REPO / ".cache" / "pip-acceptance"
+# The first session's payloads wait for the plugin to install its dependencies from the package index.
+BOOTSTRAP_SECONDS = 300.0
+DATA_DIR = Path(".claude") / "plugins" / "data" / f"metrics-{MARKETPLACE_NAME}"
+SETUP_FAILED = "cannot set up the plugin's Python dependencies yet"
+
+
+@pytest.fixture
+def marketplace(tmp_path: Path, claude_cli: Path):
+    served = Marketplace(tmp_path / "marketplace")
+    served.publish()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def user(tmp_path: Path, fake_api, endpoint):
+    """A user's machine: a HOME, a project, and a python3 with nothing installed first on PATH."""
+    home, project, scratch = tmp_path / "home", tmp_path / "project", tmp_path / "scratch"
+    for directory in (home, project, scratch):
+        directory.mkdir()
+    bare = tmp_path / "bare-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    env = base_env(home, fake_api.base_url, {"CLAUDE_METRICS_URL": endpoint.url, "PIP_CACHE_DIR": str(PIP_CACHE)})
+    env["PATH"] = os.pathsep.join([str(bare / "bin"), "/usr/local/bin", "/usr/bin", "/bin"])
+    yield User(home, project, scratch, env)
+    leftover = stop_plugin_processes(home / DATA_DIR, 60)
+    assert not leftover, f"the plugin's processes {leftover} did not leave by themselves"
+
+
+class User:
+    def __init__(self, home: Path, project: Path, scratch: Path, env: Dict[str, str]) -> None:
+        self.home, self.project, self.env = home, project, env
+        self.scratch = scratch  # a state directory for `otel-metrics session-summary`, apart from the plugin's
+
+    @property
+    def data(self) -> Path:
+        return self.home / DATA_DIR
+
+    def claude(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(CLAUDE_BIN), *args], env=self.env, cwd=self.project, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, f"claude {' '.join(args)} failed: {out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def install(self, marketplace_url: str) -> None:
+        self.claude("plugin", "marketplace", "add", marketplace_url)
+        self.claude("plugin", "install", PLUGIN_ID)
+        self.claude("plugin", "install", f"testkit@{MARKETPLACE_NAME}")
+
+    def session(self, prompt: str, **extra: str):
+        run = run_claude(prompt, dict(self.env, **extra), self.project, plugin_dirs=())
+        assert run.returncode == 0, f"claude -p failed ({run.returncode}): {run.stderr}"
+        assert transcript_session_ids(run.transcript) == [run.session_id]
+        return run
+
+    def log(self) -> List[str]:
+        path = self.data / "metrics.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def spooled(self) -> List[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.data / "spool").glob("*.json"))]
+
+
+def _hello_with_a_skill_and_a_failing_tool(name: str) -> Script:
+    return Script(
+        {
+            f"Say hello to {name}": [
+                tools(ToolCall("Skill", {"skill": "testkit:summarize", "args": "private words"})),
+                tools(ToolCall("Bash", {"command": "exit 3", "description": "Fail on purpose"})),
+                text(f"Hello, {name}!"),
+            ]
+        }
+    )
+
+
+def _exporter_roots(data: Path) -> List[str]:
+    """CLAUDE_PLUGIN_ROOT of the plugin's running exporters (Linux /proc)."""
+    roots = []
+    for pid in plugin_pids(data):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"otel_metrics.exporter" in cmdline:
+            roots += [v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"CLAUDE_PLUGIN_ROOT=")]
+    return roots
+
+
+def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across_an_update(
+    fake_api, endpoint, marketplace, user
+):
+    user.install(marketplace.url)
+    cached = user.home / ".claude" / "plugins" / "cache" / MARKETPLACE_NAME / "metrics"
+    [version_dir] = cached.iterdir()
+    assert (version_dir / "otel_metrics" / "hook" / "main.py").is_file()  # the link became the package's files
+    assert not (version_dir / "otel_metrics").is_symlink()
+
+    fake_api.script = _hello_with_a_skill_and_a_failing_tool("Ada Lovelace")
+    prompt = "/testkit:hello Ada Lovelace"
+    # Warm long enough to be running when the updated plugin's first hook pokes it.
+    run = user.session(prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="90", CLAUDE_METRICS_FORWARDER_IDLE_SECONDS="5")
+
+    events = endpoint.wait_for("events", 2, timeout=BOOTSTRAP_SECONDS)
+    arrived = time.time()
+    user_id = anonymous_id(user.data)
+    skill = next(e for e in events if e["type"] == "skill")
+    command = next(e for e in events if e["type"] == "slash_command")
+    assert command == expected_event(command, run, "slash_command", "testkit:hello", len(prompt), user_id)
+    assert skill == expected_event(skill, run, "skill", "testkit:summarize", 0, user_id)
+    [session] = endpoint.wait_for("sessions", 1)
+    assert session == expected_session(run, user_id, user.scratch)
+    assert (session["total_tool_calls"], session["tool_error_count"], session["had_errors"]) == (2, 1, True)
+    built = json.loads((user.data / "bootstrap.json").read_text())["built"]
+    print(f"\nfirst session: its payloads arrived {arrived - run.ended:.1f} s after it ended (dependencies installed)")
+    assert (user.data / "venv").is_dir()
+    assert not [line for line in user.log() if "ERROR" in line or "hook:" in line], user.log()
+
+    # A new release: `claude plugin update` keeps the data directory (anonymous id, venv, spool, outbox).
+    marketplace.publish(version="0.1.1")
+    user.claude("plugin", "marketplace", "update", MARKETPLACE_NAME)
+    user.claude("plugin", "update", PLUGIN_ID)
+    assert (cached / "0.1.1" / "otel_metrics").is_dir()
+    second_prompt = "/testkit:hello Grace"
+    fake_api.script = Script({"Say hello to Grace": [text("Hello, Grace!")]})
+    second = user.session(
+        second_prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="20", CLAUDE_METRICS_FORWARDER_IDLE_SECONDS="5"
+    )
+
+    events = endpoint.wait_for("events", 3, timeout=60)
+    [new] = [e for e in events if e["session_id"] == second.session_id]
+    assert new == expected_event(new, second, "slash_command", "testkit:hello", len(second_prompt), user_id, "0.1.1")
+    sessions = by_session(endpoint.wait_for("sessions", 2, timeout=60))
+    assert sessions[second.session_id] == expected_session(second, user_id, user.scratch)
+    assert anonymous_id(user.data) == user_id
+    assert json.loads((user.data / "bootstrap.json").read_text())["built"] == built  # same pins: not rebuilt
+    # The exporter warm from the first session restarted itself on the new release's code.
+    assert _exporter_roots(user.data) == [str(cached / "0.1.1")]
+
+
+def test_unreachable_package_index_keeps_events_until_the_dependencies_install(fake_api, endpoint, marketplace, user):
+    user.install(marketplace.url)
+    dead_index = {
+        "PIP_INDEX_URL": f"http://127.0.0.1:{free_port()}/simple",  # nothing listens there
+        "CLAUDE_METRICS_BOOTSTRAP_RETRY_SECONDS": "1",
+        "CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": "5",  # retries within 5 s, then leaves it to a later hook
+    }
+    fake_api.script = Script(
+        {"Say hello to Offline": [text("Hello, Offline!")], "Say hello to Online": [text("Hello, Online!")]}
+    )
+    offline = user.session("/testkit:hello Offline", **dead_index)
+    wait_until(lambda: any(SETUP_FAILED in line for line in user.log()), 120, "the bootstrap to fail")
+    wait_until(lambda: not plugin_pids(user.data), 120, "the exporter to give up for now")
+    [line] = [line for line in user.log() if SETUP_FAILED in line]  # tried again, said once
+    assert json.loads((user.data / "bootstrap.json").read_text())["failures"] >= 2
+    assert "package index (http://127.0.0.1:" in line and "PIP_INDEX_URL" in line, line
+    assert [r["name"] for r in user.spooled() if r["record"] == "event"] == ["testkit:hello"]  # kept, not lost
+    assert endpoint.stored("events") == []
+
+    # The index is reachable again: the next session's hooks install the dependencies, and all is sent.
+    online = user.session(
+        "/testkit:hello Online",
+        CLAUDE_METRICS_BOOTSTRAP_RETRY_SECONDS="1",
+        CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="1",
+        CLAUDE_METRICS_FORWARDER_IDLE_SECONDS="1",
+    )
+    events = by_session(endpoint.wait_for("events", 2, timeout=BOOTSTRAP_SECONDS))
+    sessions = by_session(endpoint.wait_for("sessions", 2))
+    assert set(events) == set(sessions) == {offline.session_id, online.session_id}
+    user_id = anonymous_id(user.data)
+    assert events[offline.session_id] == expected_event(
+        events[offline.session_id], offline, "slash_command", "testkit:hello", len("/testkit:hello Offline"), user_id
+    )
+    assert any("installed now: sending what was kept" in line for line in user.log()), user.log()
