@@ -48,7 +48,18 @@ def user(tmp_path: Path, fake_api, endpoint):
         directory.mkdir()
     bare = tmp_path / "bare-python"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
-    env = base_env(home, fake_api.base_url, {"CLAUDE_METRICS_URL": endpoint.url, "PIP_CACHE_DIR": str(PIP_CACHE)})
+    env = base_env(
+        home,
+        fake_api.base_url,
+        {
+            "CLAUDE_METRICS_URL": endpoint.url,
+            "PIP_CACHE_DIR": str(PIP_CACHE),
+            # The plugin's processes leave soon after their work, so each test ends them; a test that
+            # needs one warm says so.
+            "CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": "1",
+            "CLAUDE_METRICS_FORWARDER_IDLE_SECONDS": "1",
+        },
+    )
     env["PATH"] = os.pathsep.join([str(bare / "bin"), "/usr/local/bin", "/usr/bin", "/bin"])
     yield User(home, project, scratch, env)
     leftover = stop_plugin_processes(home / DATA_DIR, 60)
@@ -128,7 +139,7 @@ def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across
     fake_api.script = _hello_with_a_skill_and_a_failing_tool("Ada Lovelace")
     prompt = "/testkit:hello Ada Lovelace"
     # Warm long enough to be running when the updated plugin's first hook pokes it.
-    run = user.session(prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="90", CLAUDE_METRICS_FORWARDER_IDLE_SECONDS="5")
+    run = user.session(prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="90")
 
     events = endpoint.wait_for("events", 2, timeout=BOOTSTRAP_SECONDS)
     arrived = time.time()
@@ -152,9 +163,7 @@ def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across
     assert (cached / "0.1.1" / "otel_metrics").is_dir()
     second_prompt = "/testkit:hello Grace"
     fake_api.script = Script({"Say hello to Grace": [text("Hello, Grace!")]})
-    second = user.session(
-        second_prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="20", CLAUDE_METRICS_FORWARDER_IDLE_SECONDS="5"
-    )
+    second = user.session(second_prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="20")
 
     events = endpoint.wait_for("events", 3, timeout=60)
     [new] = [e for e in events if e["session_id"] == second.session_id]
@@ -165,6 +174,19 @@ def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across
     assert json.loads((user.data / "bootstrap.json").read_text())["built"] == built  # same pins: not rebuilt
     # The exporter warm from the first session restarted itself on the new release's code.
     assert _exporter_roots(user.data) == [str(cached / "0.1.1")]
+
+    # /metrics:doctor, as a user types it: the cached plugin reports to the model what works.
+    fake_api.script = Script({"self-check printed": [text("All good.")]})
+    user.session("/metrics:doctor")
+    [request] = fake_api.matched("self-check printed")
+    report = json.dumps(request.body)
+    assert "otel-metrics doctor (plugin 0.1.1)" in report and "everything needed works" in report, report
+    assert f"ok    dependencies: ready in {user.data / 'venv'}" in report
+
+    # Uninstalling removes the data directory (once the plugin's processes have left).
+    wait_until(lambda: not plugin_pids(user.data), 60, "the plugin's processes to leave")
+    user.claude("plugin", "uninstall", PLUGIN_ID)
+    assert not user.data.exists()
 
 
 def test_unreachable_package_index_keeps_events_until_the_dependencies_install(fake_api, endpoint, marketplace, user):
@@ -187,12 +209,7 @@ def test_unreachable_package_index_keeps_events_until_the_dependencies_install(f
     assert endpoint.stored("events") == []
 
     # The index is reachable again: the next session's hooks install the dependencies, and all is sent.
-    online = user.session(
-        "/testkit:hello Online",
-        CLAUDE_METRICS_BOOTSTRAP_RETRY_SECONDS="1",
-        CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="1",
-        CLAUDE_METRICS_FORWARDER_IDLE_SECONDS="1",
-    )
+    online = user.session("/testkit:hello Online", CLAUDE_METRICS_BOOTSTRAP_RETRY_SECONDS="1")
     events = by_session(endpoint.wait_for("events", 2, timeout=BOOTSTRAP_SECONDS))
     sessions = by_session(endpoint.wait_for("sessions", 2))
     assert set(events) == set(sessions) == {offline.session_id, online.session_id}
