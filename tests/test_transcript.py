@@ -1,8 +1,8 @@
 """The session-aggregate rules of issue 4, one by one, on small hand-made transcripts.
 
-Entries are built with the helpers below (the fields Claude Code writes that the
-rules read); each test writes its transcript into tmp_path and compares the whole
-summary or all aggregates. The property tests hold summarize() to the naive reader
+Entries are built with the helpers of transcript_entries.py (the fields Claude Code
+writes that the rules read); each test writes its transcript into tmp_path and
+compares the whole summary or all aggregates. The property tests hold summarize() to the naive reader
 of benchmarks/transcript_speed.py (json.loads on every line). Then the segment rules
 (resumed, forked, compacted sessions), each on a small transcript, and the property
 that segments add up to the whole.
@@ -11,18 +11,31 @@ that segments add up to the whole.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transcript_entries import (
+    T0_NS,
+    Line,
+    answer,
+    append,
+    entry,
+    prompt,
+    result_block,
+    session,
+    stamp,
+    tool_results,
+    tool_use,
+    usage,
+    write,
+)
 
 from otel_metrics.model import COUNT_KEYS, SessionAggregates
 from otel_metrics.transcript import (
@@ -42,104 +55,11 @@ from otel_metrics.transcript import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from transcript_speed import naive_summarize  # noqa: E402 - the reference reader lives with its benchmark
 
-SESSION = "7d1c2b9e-0000-4000-8000-000000000001"
-T0 = "2026-02-12T16:00:00.000Z"
-T0_NS = 1_770_912_000 * 1_000_000_000
-Line = Union[dict, str, bytes]  # an entry, or a raw line as written
-_serial = itertools.count(1)
-
-
-# Entries
-
-
-def entry(kind: str, sidechain: bool = False, timestamp: Optional[str] = T0, **fields: object) -> dict:
-    made: Dict[str, object] = {"parentUuid": None, "isSidechain": sidechain, "sessionId": SESSION, "type": kind}
-    made.update(fields)
-    made["uuid"] = f"uuid-{next(_serial)}"
-    if timestamp is not None:
-        made["timestamp"] = timestamp
-    return made
-
-
-def prompt(content: object, **fields: object) -> dict:
-    return entry("user", message={"role": "user", "content": content}, **fields)
-
-
-def tool_results(*blocks: dict, **fields: object) -> dict:
-    return entry("user", message={"role": "user", "content": list(blocks)}, **fields)
-
-
-def result_block(tool_use_id: Optional[str], is_error: object = False, content: object = "output") -> dict:
-    block: Dict[str, object] = {"type": "tool_result", "content": content, "is_error": is_error}
-    if tool_use_id is not None:
-        block["tool_use_id"] = tool_use_id
-    return block
-
-
-def answer(
-    message_id: Optional[str],
-    *blocks: dict,
-    usage: Optional[dict] = None,
-    request_id: Optional[str] = "req_1",
-    model: str = "claude-opus-4-6",
-    **fields: object,
-) -> dict:
-    """One line of an assistant message (Claude Code writes one per content block)."""
-    message: Dict[str, object] = {"model": model, "type": "message", "role": "assistant"}
-    if message_id is not None:
-        message["id"] = message_id
-    message["content"] = list(blocks) or [{"type": "text", "text": "ok"}]
-    if usage is not None:
-        message["usage"] = usage
-    if request_id is not None:
-        fields["requestId"] = request_id
-    return entry("assistant", message=message, **fields)
-
-
-def tool_use(block_id: Optional[str], name: str = "Bash") -> dict:
-    block: Dict[str, object] = {"type": "tool_use", "name": name, "input": {}}
-    if block_id is not None:
-        block["id"] = block_id
-    return block
-
-
-def usage(input_tokens: object = 0, output: object = 0, creation: object = 0, read: object = 0) -> dict:
-    return {
-        "input_tokens": input_tokens,
-        "output_tokens": output,
-        "cache_creation_input_tokens": creation,
-        "cache_read_input_tokens": read,
-    }
-
-
-def write(path: Path, lines: Iterable[Line]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as out:
-        for line in lines:
-            if isinstance(line, dict):
-                line = json.dumps(line, ensure_ascii=False)
-            out.write((line.encode() if isinstance(line, str) else line) + b"\n")
-    return path
-
-
-def session(tmp_path: Path, main: Sequence[Line], **subagents: Sequence[Line]) -> Path:
-    """<tmp>/s.jsonl and <tmp>/s/subagents/<name>.jsonl for each keyword."""
-    transcript = write(tmp_path / "s.jsonl", main)
-    for name, lines in subagents.items():
-        write(tmp_path / "s" / "subagents" / f"{name}.jsonl", lines)
-    return transcript
-
 
 def counts(tmp_path: Path, main: Sequence[Line], **subagents: Sequence[Line]) -> Dict[str, int]:
     """The aggregates that differ from zero."""
     aggregates = summarize(session(tmp_path, main, **subagents)).aggregates.as_dict()
     return {key: value for key, value in aggregates.items() if value}
-
-
-def stamp(seconds: float) -> str:
-    """T0 + seconds, as Claude Code writes it."""
-    moment = datetime(2026, 2, 12, 16, tzinfo=timezone.utc) + timedelta(seconds=seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 EMPTY = TranscriptSummary(None, None, None, SessionAggregates(), 0)
@@ -801,14 +721,6 @@ def test_other_entries_and_repeated_streamed_lines_change_nothing(
 
 
 # Segments: each run of a resumed session on its own
-
-
-def append(path: Path, lines: Iterable[Line]) -> Path:
-    """Add lines to a transcript, as a resumed run does."""
-    with open(path, "ab") as out:
-        out.write(write(path.with_name(".more"), lines).read_bytes())
-    path.with_name(".more").unlink()
-    return path
 
 
 def aggregates_of(segment: Segment) -> Dict[str, int]:
