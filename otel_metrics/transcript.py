@@ -217,7 +217,7 @@ def _read_file(path: Path, tally: _Tally, in_main: bool, start: int = 0, limit: 
                     log.debug("%s: shorter than the %d bytes already reported: rewritten, not read", path, start)
                     return start
                 stream.seek(start)
-            for number, raw in enumerate(stream, 1):
+            for raw in stream:
                 end = position + len(raw)
                 if end > bound:
                     break
@@ -229,8 +229,7 @@ def _read_file(path: Path, tally: _Tally, in_main: bool, start: int = 0, limit: 
                     tally.add(entry, in_main)
                 elif raw.strip(_JSON_WHITESPACE):
                     tally.skipped_lines += 1
-                    where = f"{number}" if start == 0 else f"{number} after byte {start}"
-                    log.debug("%s:%s: skipped, not a JSON object", path, where)
+                    log.debug("%s: the line at byte %d is not a JSON object: skipped", path, position)
                     if not raw.endswith(b"\n"):
                         break  # still being written: read it whole next time
                 position = end
@@ -263,6 +262,7 @@ class _Tally:
         self.copies = 0
         self._copied_history = copied_history  # asked once, on the first uuid of the main transcript
         self._copied: AbstractSet[str] = frozenset()
+        self._copies_possible = copied_history is not None  # else only `forkedFrom` marks a copy (the fast path)
 
     def add(self, entry: dict, in_main: bool) -> None:
         if in_main:
@@ -270,7 +270,9 @@ class _Tally:
                 session_id = entry.get("sessionId")
                 if type(session_id) is str:
                     self.session_id = session_id
-            if self._is_copy(entry):
+            if entry.get("parentUuid", _ABSENT) is None:
+                self._note_root(entry)
+            if (self._copies_possible or "forkedFrom" in entry) and self._is_copy(entry):
                 self.copies += 1
                 return
             self.times.note(entry.get("timestamp"))
@@ -280,17 +282,24 @@ class _Tally:
         elif kind == "user":
             self._add_user(entry, in_main and entry.get("isSidechain") is not True)
 
+    def _note_root(self, entry: dict) -> None:
+        """A main-thread entry that starts a conversation chain (the first one, a compaction)."""
+        uuid = entry.get("uuid")
+        if type(uuid) is str and entry.get("isSidechain") is not True:
+            self.roots.append(uuid)
+
     def _is_copy(self, entry: dict) -> bool:
-        """Whether a main-transcript entry is history copied from another session (and note chain starts)."""
+        """Whether a main-transcript entry is history copied from another session."""
+        if type(entry.get("forkedFrom")) is dict:
+            return True
         uuid = entry.get("uuid")
         if type(uuid) is not str:
-            return type(entry.get("forkedFrom")) is dict
-        if entry.get("parentUuid", _ABSENT) is None and entry.get("isSidechain") is not True:
-            self.roots.append(uuid)
+            return False
         if self._copied_history is not None:
             self._copied = self._copied_history(uuid)
             self._copied_history = None
-        return uuid in self._copied or type(entry.get("forkedFrom")) is dict
+            self._copies_possible = bool(self._copied)
+        return uuid in self._copied
 
     def _add_user(self, entry: dict, main_thread: bool) -> None:
         message = entry.get("message")

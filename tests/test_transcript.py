@@ -105,7 +105,8 @@ def test_lines_that_are_not_json_objects_are_skipped_counted_and_logged(
     skipped = [r for r in caplog.records if r.name == "otel_metrics.transcript" and "skipped" in r.getMessage()]
     assert len(skipped) == len(garbage) + 1
     assert all(r.levelno == logging.DEBUG for r in skipped)
-    assert skipped[0].getMessage().endswith("s.jsonl:2: skipped, not a JSON object")
+    first_line = len(json.dumps(main[0]).encode()) + 1
+    assert skipped[0].getMessage().endswith(f"s.jsonl: the line at byte {first_line} is not a JSON object: skipped")
 
 
 def test_a_truncated_last_line_is_skipped_with_its_timestamp(tmp_path: Path) -> None:
