@@ -389,3 +389,32 @@ def test_the_quiet_rule_reports_a_resumed_run_that_never_ended(
     sent = sessions_sent(sink)
     assert [reported(s) for s in sent] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
     assert sent[1].exit_reason == "other"
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [{}, {"transcript_bytes": "12", "subagent_bytes": {}}, {"transcript_bytes": 5, "subagent_bytes": {"a": -1}}],
+    ids=["earlier hook", "not a size", "negative"],
+)
+def test_a_session_end_without_usable_sizes_reads_to_the_end(
+    sink: OtlpSink, state: Path, tmp_path: Path, in_process, sizes: dict
+) -> None:
+    lines = run_lines(0, "t1")
+    transcript = session(tmp_path, lines)
+    record = {"record": "session_end", "session_id": "s1", "transcript_path": str(transcript), "reason": "logout"}
+    spool.append(str(state), {**record, **sizes})
+    drain(in_process())
+    [sent] = sessions_sent(sink)
+    assert reported(sent) == expected(tmp_path, lines, 0)
+    assert sent.exit_reason == "logout"
+
+
+def test_a_ready_record_of_an_earlier_version_is_sent_as_a_first_run(
+    sink: OtlpSink, state: Path, in_process
+) -> None:
+    record = {"record": "session", "session_id": "s1", "user_id": None, "exit_reason": "other", "start_ns": 10**18,
+              "end_ns": 10**18 + 5, "version": "0.1.0", "os": "linux", **SessionAggregates(turn_count=2).as_dict()}
+    spool.write(str(state), f"{time.time_ns():020d}-session-0123.json", record)
+    drain(in_process())
+    [sent] = sessions_sent(sink)
+    assert (sent.segment, sent.aggregates.turn_count) == (0, 2)

@@ -66,28 +66,28 @@ def session_to_record(session: Session, end: Optional[SegmentEnd] = None) -> Dic
 
 
 def segment_end(record: Dict[str, Any]) -> Optional[SegmentEnd]:
-    """Where a ready session record's segment ended; None for records written without it (earlier versions)."""
-    if "segment_end" not in record:
-        return None
+    """Where a ready session record's segment ended; None for records that do not say (earlier versions):
+    the session is sent all the same."""
     try:
-        offsets = Offsets.from_dict(record["segment_end"])
-    except ValueError as error:
-        raise BadRecord(f"session record: {error}") from None
+        offsets = Offsets.from_dict(record.get("segment_end"))
+    except ValueError:
+        return None
     return SegmentEnd(offsets, record.get("awaiting_answer") is True)
 
 
 def stop_offsets(record: Dict[str, Any]) -> Optional[Offsets]:
     """The sizes of a session's files when its SessionEnd hook fired, where its run's entries end.
 
-    None (read to the end of the files) for records of hooks that did not measure them.
+    None (read to the end of the files) for records of hooks that did not measure them, or
+    sizes that are not sizes.
     """
     if "transcript_bytes" not in record:
         return None
-    main = record.get("transcript_bytes")
+    main = record["transcript_bytes"]
     try:
         return Offsets.from_dict({"main": 0 if main is None else main, "subagents": record.get("subagent_bytes")})
-    except ValueError as error:
-        raise BadRecord(f"session_end record: {error}") from None
+    except ValueError:
+        return None
 
 
 def session_from_record(record: Dict[str, Any]) -> Session:
