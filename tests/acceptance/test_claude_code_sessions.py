@@ -293,8 +293,8 @@ def test_resumed_and_forked_session_one_payload_per_run(fake_api, endpoint, forw
 
 
 def test_compacted_session_counts_stay_exact(fake_api, endpoint, forwarder, workspace, tmp_path):
-    """`/compact` in a resumed run, then another resumed run: the compaction's summary is no prompt and no
-    turn, and the three runs' payloads add up to the whole transcript."""
+    """`/compact` in a resumed run, then `--continue`: the compaction's summary is no prompt and no turn,
+    and the three runs' payloads add up to the whole transcript."""
     fake_api.script = Script(
         {
             "check the build": [
@@ -305,9 +305,11 @@ def test_compacted_session_counts_stay_exact(fake_api, endpoint, forwarder, work
         }
     )
     env = workspace.env(fake_api, forwarder.url)
-    runs, sizes = [], [{}]
-    for prompt, args in (("Please check the build", ()), ("/compact", ("--resume",)), ("What next?", ("--resume",))):
-        run = run_claude(prompt, env, workspace.project, args=[*args, runs[0].session_id] if args else [])
+    runs, sizes = [run_claude("Please check the build", env, workspace.project)], [{}]
+    _assert_ok(runs[0])
+    sizes.append(file_sizes(runs[0].transcript))
+    for prompt, args in (("/compact", ["--resume", runs[0].session_id]), ("What next?", ["--continue"])):
+        run = run_claude(prompt, env, workspace.project, args=args)
         _assert_ok(run)
         runs.append(run)
         sizes.append(file_sizes(runs[0].transcript))
