@@ -75,13 +75,15 @@ def naive_summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
                 skipped += 1
                 continue
             if in_main:
+                if session_id is None and isinstance(entry.get("sessionId"), str):
+                    session_id = entry["sessionId"]
+                if isinstance(entry.get("forkedFrom"), dict):
+                    continue  # history a fork copied: counts for nothing
                 stamp = entry.get("timestamp")
                 nanos = parse_timestamp_ns(stamp) if isinstance(stamp, str) else None
                 if nanos is not None:
                     start_ns = nanos if start_ns is None else min(start_ns, nanos)
                     end_ns = nanos if end_ns is None else max(end_ns, nanos)
-                if session_id is None and isinstance(entry.get("sessionId"), str):
-                    session_id = entry["sessionId"]
             main_thread = in_main and entry.get("isSidechain") is not True
             message = entry.get("message") if isinstance(entry.get("message"), dict) else {}
             content = message.get("content")

@@ -61,6 +61,7 @@ def session_attributes(session: Session) -> Dict[str, object]:
     attributes: Dict[str, object] = {
         schema.SESSION_ID: session.session_id,
         schema.SESSION_EXIT_REASON: session.exit_reason,
+        schema.SESSION_SEGMENT: session.segment,
     }
     if session.user_id is not None:
         attributes[schema.USER_ID] = session.user_id

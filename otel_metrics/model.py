@@ -61,7 +61,7 @@ TOKEN_KEYS = ("total_input_tokens", "total_output_tokens", "cache_creation_token
 
 @dataclass(frozen=True)
 class Session:
-    """One ended session: its span covers start_ns..end_ns."""
+    """One run of a session (a segment of its transcript): its span covers start_ns..end_ns."""
 
     session_id: str
     user_id: Optional[str]
@@ -71,3 +71,4 @@ class Session:
     version: str
     os: str
     aggregates: SessionAggregates = field(default_factory=SessionAggregates)
+    segment: int = 0  # 0 for the session's first run, n for its n-th resumption

@@ -36,9 +36,12 @@ EVENT_TIMESTAMP = "plugin_usage.event.timestamp"
 SESSION_ID = "session.id"
 USER_ID = "user.id"  # the anonymous UUID; absent when none could be stored
 
-# Sessions: one span per session, start/end = first/last transcript entry.
+# Sessions: one span per run of a session (a resumed session reports each run on its
+# own), start/end = first/last transcript entry of that run.
 SESSION_SPAN = "plugin_usage.session"
 SESSION_EXIT_REASON = "plugin_usage.session.exit_reason"
+# int: which run of the session the span covers, 0 for the first; absent means 0.
+SESSION_SEGMENT = "plugin_usage.session.segment"
 
 # Aggregate attribute per SessionAggregates field. Tokens use the GenAI
 # semantic conventions so they line up with other GenAI telemetry.

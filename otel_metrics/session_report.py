@@ -1,4 +1,4 @@
-"""Session end -> Session: a transcript plus what the hook knew.
+"""Session end -> Session: a transcript (or one segment of it) plus what the hook knew.
 
 Shared by the background exporter and `otel-metrics session-summary`, so both
 report a session identically.
@@ -11,7 +11,7 @@ from typing import Optional
 
 from .model import Session
 from .payloads import normalize_exit_reason
-from .transcript import summarize
+from .transcript import TranscriptSummary, summarize
 
 
 def session_from_transcript(
@@ -23,13 +23,27 @@ def session_from_transcript(
     version: str,
     os_name: str,
 ) -> Session:
-    """A missing or unreadable transcript still makes a session: zero counts,
-    the hook's time as start and end. Without a session id (the CLI), the
+    """The whole transcript as one session. Without a session id (the CLI), the
     transcript's own, else its file name."""
     summary = summarize(transcript_path) if transcript_path else None
     if session_id is None:
         stem = os.path.splitext(os.path.basename(transcript_path or ""))[0]
         session_id = (summary.session_id if summary else None) or stem
+    return session_from_summary(session_id, summary, reason, hook_time_ns, user_id, version, os_name)
+
+
+def session_from_summary(
+    session_id: str,
+    summary: Optional[TranscriptSummary],
+    reason: object,
+    hook_time_ns: int,
+    user_id: Optional[str],
+    version: str,
+    os_name: str,
+    segment: int = 0,
+) -> Session:
+    """A missing or unreadable transcript still makes a session: zero counts,
+    the hook's time as start and end (also for a segment without timestamps)."""
     start_ns = summary.start_ns if summary and summary.start_ns is not None else hook_time_ns
     end_ns = summary.end_ns if summary and summary.end_ns is not None else hook_time_ns
     return Session(
@@ -40,5 +54,6 @@ def session_from_transcript(
         end_ns=end_ns,
         version=version,
         os=os_name,
+        segment=segment,
         **({"aggregates": summary.aggregates} if summary else {}),
     )

@@ -7,7 +7,7 @@ the only reader (it holds the exporter lock), lists, reads and removes.
 import os
 import time
 
-from .hook.fastjson import dumps_flat
+from .hook.fastjson import dumps_record
 
 SPOOL_DIR = "spool"
 SUFFIX = ".json"
@@ -29,7 +29,7 @@ def append(state_dir, record, quiet=False):
     """
     spool = directory(state_dir)
     name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
-    data = dumps_flat(record).encode("ascii")
+    data = dumps_record(record).encode("ascii")
     temp = os.path.join(spool, "." + name + ".tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -63,7 +63,7 @@ def poke(state_dir, settings=None):
         os.makedirs(directory(state_dir), mode=0o700, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, dumps_flat(settings or {}).encode("utf-8"))
+        os.write(fd, dumps_record(settings or {}).encode("utf-8"))
     finally:
         os.close(fd)
     os.replace(temp, path)
@@ -115,7 +115,7 @@ def write(state_dir, name, record):
     os.makedirs(spool, mode=0o700, exist_ok=True)
     temp = os.path.join(spool, f".{name}.{os.getpid()}.tmp")
     with open(temp, "w", encoding="ascii") as f:
-        f.write(dumps_flat(record))
+        f.write(dumps_record(record))
     os.replace(temp, os.path.join(spool, name))
 
 

@@ -15,6 +15,12 @@ The rules (issue 4, summed up in README "Session aggregates"):
 
 The whole file is never held in memory: lines are streamed, and what is kept grows
 with the number of messages and tool calls (ids), not with the bytes of their content.
+
+Segments (README "Resumed, forked and compacted sessions"): a session resumed later
+appends to the same files, and each run is reported on its own. `read_segment` reads
+from the byte offsets where the previous report ended (up to the sizes the SessionEnd
+hook saw, when it saw them), carries over whether the main thread's last prompt was
+still unanswered, and skips history copied into a forked session's transcript.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import datetime as _dt
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import AbstractSet, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from .hook.fastjson import loads
 from .model import SessionAggregates
+from .transcript_files import subagent_folder, subagent_names
 
 log = logging.getLogger("otel_metrics.transcript")
 
@@ -59,6 +66,8 @@ TokenCounts = Tuple[int, int, int, int]
 
 _JSON_WHITESPACE = b" \t\r\n"
 _READ_BUFFER_BYTES = 1 << 20  # fewer, larger reads: measurably faster on big transcripts
+_NO_LIMIT = 1 << 62  # bytes: read to the end of the file
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -70,41 +79,148 @@ class TranscriptSummary:
     skipped_lines: int  # non-blank lines that were not a JSON object (all files)
 
 
+@dataclass(frozen=True)
+class Offsets:
+    """Byte offsets into a session's files: where a segment starts, or where it must stop."""
+
+    main: int = 0
+    subagents: Mapping[str, int] = field(default_factory=dict)  # subagent file name -> offset
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"main": self.main, "subagents": dict(self.subagents)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Offsets:
+        """The inverse of as_dict; ValueError for anything else."""
+        main = data.get("main") if isinstance(data, dict) else None
+        subagents = data.get("subagents") if isinstance(data, dict) else None
+        if not _is_offset(main) or not isinstance(subagents, dict):
+            raise ValueError(f"not transcript offsets: {data!r}")
+        if not all(isinstance(name, str) and _is_offset(value) for name, value in subagents.items()):
+            raise ValueError(f"not subagent offsets: {subagents!r}")
+        return cls(main, dict(subagents))
+
+
+def _is_offset(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """What one read from `start` found; the next segment starts at `end`."""
+
+    summary: TranscriptSummary
+    end: Offsets
+    awaiting_answer: bool  # the main thread's last prompt had no answer yet at `end`
+    copies: int  # entries of the main transcript skipped as history copied from another session
+    roots: Tuple[str, ...]  # uuids of main-thread entries that start a chain (`parentUuid` null), copies included
+
+    @property
+    def has_activity(self) -> bool:
+        """Whether anything happened: a timestamped entry of the main transcript, or anything counted."""
+        return self.summary.start_ns is not None or self.summary.aggregates != SessionAggregates()
+
+
+# Given the uuid of the first main-transcript entry that has one, the uuids of the
+# history this transcript copied from another session (empty when it copied none).
+CopiedHistory = Callable[[str], AbstractSet[str]]
+
+
 def summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
     """Aggregates of the session whose main transcript is `path`; never raises for bad content.
 
     A transcript that cannot be opened gives zero counts and no times (the caller
     substitutes the hook's time).
     """
+    return read_segment(path).summary
+
+
+def read_segment(
+    path: Union[str, os.PathLike],
+    start: Offsets = Offsets(),
+    awaiting_answer: bool = False,
+    stop: Optional[Offsets] = None,
+    copied_history: Optional[CopiedHistory] = None,
+) -> Segment:
+    """The entries written since `start`: the main transcript from `start.main`, each
+    subagent file from its offset (0 for a new file).
+
+    `stop` (the sizes the SessionEnd hook saw) bounds every file, and a subagent file
+    missing from it was created after that run ended: it belongs to the next segment.
+    Without `stop`, files are read to their end. A last line without its newline that
+    is not a JSON object is being written: it is left for the next segment.
+    `awaiting_answer` carries the turn rule across the boundary (a prompt counts where
+    it was written, its turn where its answer was). Main-transcript entries that carry
+    `forkedFrom`, or whose uuid is in `copied_history(first uuid)`, were copied from
+    another session: they count for nothing, not even their timestamps.
+    """
     main = Path(path)
-    tally = _Tally()
-    if _read_file(main, tally, in_main=True):
-        for subagent in subagent_transcripts(main):
-            _read_file(subagent, tally, in_main=False)
-    return tally.summary()
+    tally = _Tally(awaiting_answer, copied_history)
+    main_end = _read_file(main, tally, True, start.main, stop.main if stop else None)
+    subagent_ends = dict(start.subagents)
+    if main_end is not None:
+        for sub in subagent_transcripts(main):
+            if stop is not None and sub.name not in stop.subagents:
+                continue
+            begin = start.subagents.get(sub.name, 0)
+            end = _read_file(sub, tally, False, begin, stop.subagents[sub.name] if stop else None)
+            subagent_ends[sub.name] = begin if end is None else end
+    return Segment(
+        summary=tally.summary(),
+        end=Offsets(start.main if main_end is None else main_end, subagent_ends),
+        awaiting_answer=tally.prompt_awaiting_answer,
+        copies=tally.copies,
+        roots=tuple(tally.roots),
+    )
 
 
 def subagent_transcripts(main: Path) -> List[Path]:
     """`<main without .jsonl>/subagents/*.jsonl`, by name (Claude Code 2.x layout)."""
-    if not main.name.endswith(".jsonl"):
-        return []
-    folder = main.with_name(main.name[: -len(".jsonl")]) / "subagents"
+    folder = subagent_folder(main)
+    return [Path(folder, name) for name in subagent_names(main)] if folder else []
+
+
+def entry_uuids(path: Union[str, os.PathLike]) -> Set[str]:
+    """The top-level `uuid` of every entry of one file (empty if it cannot be read)."""
+    uuids: Set[str] = set()
     try:
-        return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
-    except OSError:
-        return []
+        with open(path, "rb", buffering=_READ_BUFFER_BYTES) as stream:
+            for raw in stream:
+                if b'"uuid"' not in raw:  # cheap: most lines of a big transcript need no decoding
+                    continue
+                try:
+                    entry = loads(raw.decode("utf-8", "replace"))
+                except ValueError:
+                    continue
+                uuid = entry.get("uuid") if type(entry) is dict else None
+                if type(uuid) is str:
+                    uuids.add(uuid)
+    except OSError as exc:
+        log.debug("%s: %s", path, exc)
+    return uuids
 
 
-def _read_file(path: Path, tally: _Tally, in_main: bool) -> bool:
-    """Feed every line of `path` to `tally`; False if it could not be opened.
+def _read_file(path: Path, tally: _Tally, in_main: bool, start: int = 0, limit: Optional[int] = None) -> Optional[int]:
+    """Feed the lines of `path` from byte `start` up to byte `limit` to `tally`.
 
-    A read that fails midway (file removed, disk error) keeps what was read.
+    Returns the offset after the last line read, or None if the file could not be
+    opened. A read that fails midway (file removed, disk error) keeps what was read.
     """
     opened = False
+    position = start
+    bound = _NO_LIMIT if limit is None else limit
     try:
         with open(path, "rb", buffering=_READ_BUFFER_BYTES) as stream:
             opened = True
-            for number, raw in enumerate(stream, 1):
+            if start:
+                if os.fstat(stream.fileno()).st_size < start:
+                    log.debug("%s: shorter than the %d bytes already reported: rewritten, not read", path, start)
+                    return start
+                stream.seek(start)
+            for raw in stream:
+                end = position + len(raw)
+                if end > bound:
+                    break
                 try:
                     entry = loads(raw.decode("utf-8", "replace"))
                 except ValueError:
@@ -113,22 +229,25 @@ def _read_file(path: Path, tally: _Tally, in_main: bool) -> bool:
                     tally.add(entry, in_main)
                 elif raw.strip(_JSON_WHITESPACE):
                     tally.skipped_lines += 1
-                    log.debug("%s:%d: skipped, not a JSON object", path, number)
+                    log.debug("%s: the line at byte %d is not a JSON object: skipped", path, position)
+                    if not raw.endswith(b"\n"):
+                        break  # still being written: read it whole next time
+                position = end
     except OSError as exc:
         log.debug("%s: %s", path, exc)
-    return opened
+    return position if opened else None
 
 
 class _Tally:
     """Everything the rules need, fed one entry at a time in file order."""
 
-    def __init__(self) -> None:
+    def __init__(self, awaiting_answer: bool = False, copied_history: Optional[CopiedHistory] = None) -> None:
         self.session_id: Optional[str] = None
         self.times = _TimeRange()
         self.skipped_lines = 0
         self.user_prompts = 0
         self.turns = 0
-        self.prompt_awaiting_answer = False  # a user prompt with no main-thread answer yet
+        self.prompt_awaiting_answer = awaiting_answer  # a user prompt with no main-thread answer yet
         self.assistant_message_ids: Set[str] = set()
         self.assistant_messages_without_id = 0
         self.tool_use_ids: Set[str] = set()
@@ -139,19 +258,48 @@ class _Tally:
         # (message.id, requestId) -> (sum, counts) of the biggest usage seen, first on ties
         self.usage_by_request: Dict[Tuple[str, Optional[str]], Tuple[int, TokenCounts]] = {}
         self.tokens_without_id = [0, 0, 0, 0]
+        self.roots: List[str] = []
+        self.copies = 0
+        self._copied_history = copied_history  # asked once, on the first uuid of the main transcript
+        self._copied: AbstractSet[str] = frozenset()
+        self._copies_possible = copied_history is not None  # else only `forkedFrom` marks a copy (the fast path)
 
     def add(self, entry: dict, in_main: bool) -> None:
         if in_main:
-            self.times.note(entry.get("timestamp"))
             if self.session_id is None:
                 session_id = entry.get("sessionId")
                 if type(session_id) is str:
                     self.session_id = session_id
+            if entry.get("parentUuid", _ABSENT) is None:
+                self._note_root(entry)
+            if (self._copies_possible or "forkedFrom" in entry) and self._is_copy(entry):
+                self.copies += 1
+                return
+            self.times.note(entry.get("timestamp"))
         kind = entry.get("type")
         if kind == "assistant":
             self._add_assistant(entry, in_main and entry.get("isSidechain") is not True)
         elif kind == "user":
             self._add_user(entry, in_main and entry.get("isSidechain") is not True)
+
+    def _note_root(self, entry: dict) -> None:
+        """A main-thread entry that starts a conversation chain (the first one, a compaction)."""
+        uuid = entry.get("uuid")
+        if type(uuid) is str and entry.get("isSidechain") is not True:
+            self.roots.append(uuid)
+
+    def _is_copy(self, entry: dict) -> bool:
+        """Whether a main-transcript entry is history copied from another session."""
+        if type(entry.get("forkedFrom")) is dict:
+            return True
+        uuid = entry.get("uuid")
+        if type(uuid) is not str:
+            return False
+        if self._copied_history is not None:
+            self._copied = self._copied_history(uuid)
+            self._copied_history = None
+            self._copies_possible = bool(self._copied)
+        return uuid in self._copied
 
     def _add_user(self, entry: dict, main_thread: bool) -> None:
         message = entry.get("message")

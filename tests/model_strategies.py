@@ -47,4 +47,5 @@ def sessions(draw: st.DrawFn) -> Session:
         version=draw(TEXT),
         os=draw(st.sampled_from(OS_NAMES)),
         aggregates=draw(aggregates()),
+        segment=draw(st.integers(min_value=0, max_value=2**31)),
     )

@@ -7,6 +7,7 @@ receiver; what it queued is read back from its outbox.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import threading
@@ -125,7 +126,11 @@ def metrics_request(*metrics: Metric, resource: Optional[Dict[str, Any]] = None)
 
 
 def session_attributes(session: Session = SESSION) -> Dict[str, Any]:
-    values: Dict[str, Any] = {schema.SESSION_ID: session.session_id, schema.SESSION_EXIT_REASON: session.exit_reason}
+    values: Dict[str, Any] = {
+        schema.SESSION_ID: session.session_id,
+        schema.SESSION_EXIT_REASON: session.exit_reason,
+        schema.SESSION_SEGMENT: session.segment,
+    }
     if session.user_id is not None:
         values[schema.USER_ID] = session.user_id
     for key, value in session.aggregates.as_dict().items():
@@ -179,6 +184,15 @@ def test_a_double_value_counts_when_whole() -> None:
 def test_a_span_is_a_session_with_full_precision_times() -> None:
     decoded = sessions_from_traces(traces_request(session_span(session_attributes())))
     assert decoded.sessions == [SESSION]
+
+
+def test_the_segment_says_which_run_of_the_session_a_span_covers() -> None:
+    """Absent (senders before segments) it is the first run; the legacy payload never carries it."""
+    resumed = dataclasses.replace(SESSION, segment=3)
+    older_sender = session_span(without(session_attributes(), schema.SESSION_SEGMENT))
+    decoded = sessions_from_traces(traces_request(session_span(session_attributes(resumed)), older_sender))
+    assert decoded.sessions == [resumed, SESSION]
+    assert session_payload(resumed) == session_payload(SESSION)
 
 
 def test_missing_token_attributes_are_zero() -> None:
@@ -255,6 +269,10 @@ def test_only_delta_sums_are_counts_of_events() -> None:
         (with_(session_attributes(), "plugin_usage.session.turn_count", 2.0), None,
          "attribute plugin_usage.session.turn_count must be an integer"),
         (session_attributes(), (20, 10), "the span ends before it starts"),
+        (with_(session_attributes(), schema.SESSION_SEGMENT, -1), None,
+         "attribute plugin_usage.session.segment must not be negative"),
+        (with_(session_attributes(), schema.SESSION_SEGMENT, "1"), None,
+         "attribute plugin_usage.session.segment must be an integer"),
     ],
 )  # fmt: skip
 def test_a_malformed_span_is_rejected_alone(

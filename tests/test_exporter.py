@@ -1,17 +1,21 @@
 """The hooks' background exporter, with real processes against a real OTLP receiver.
 
 Collector up, down then up, refusing, slow; bursts of concurrent hooks; a killed
-exporter; a dead company proxy; a bounded spool.
+exporter; a dead company proxy; a bounded spool. Then sessions in segments (resumed,
+forked, crashed in between), with the exporter in process.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import List, Tuple
 
+import pytest
 from hooks_harness import (
     exporter_pids,
     hook_env,
@@ -25,8 +29,25 @@ from hooks_harness import (
 )
 from otlp_sink import OtlpSink
 from servers import wait_for
+from transcript_entries import (
+    answer,
+    append,
+    prompt,
+    result_block,
+    session,
+    stamp,
+    tool_results,
+    tool_use,
+    usage,
+    write,
+)
 
-from otel_metrics import schema
+from otel_metrics import schema, spool
+from otel_metrics.exporter.run import Exporter
+from otel_metrics.forwarder.decode import sessions_from_traces
+from otel_metrics.hook.main import record_for
+from otel_metrics.model import Session, SessionAggregates
+from otel_metrics.transcript import summarize
 
 DEADLINE = 30.0  # generous: CI machines are slow; the latency itself is benchmarked
 
@@ -181,3 +202,237 @@ def test_a_changed_configuration_file_is_read_before_the_next_export(state: Path
     finally:
         first.stop()
         second.stop()
+
+
+# Sessions in segments: the exporter in process (its registry, spool and SDK real) against the sink.
+# Each run's expected aggregates are those of its own lines written to a file of their own.
+
+
+class Crash(Exception):
+    """Stands for the exporter dying between two steps."""
+
+
+def hook_record(state: Path, hook_input: dict) -> None:
+    """What the hook writes for this input (SessionEnd: with the sizes of the transcripts now)."""
+    record = record_for(hook_input, time.time_ns())
+    spool.append(str(state), record, quiet=record["record"] == "session_start")
+
+
+def drain(exporter: Exporter) -> None:
+    """Rounds until the spool is empty, as the exporter's loop does (a session end queues a record for the next)."""
+    for _ in range(5):
+        assert exporter.drain()
+        if not spool.pending(exporter.state):
+            return
+    raise AssertionError(f"the spool still holds {spool.pending(exporter.state)}")
+
+
+def sessions_sent(sink: OtlpSink) -> List[Session]:
+    return [session for request in sink.traces for session in sessions_from_traces(request).sessions]
+
+
+def expected(tmp_path: Path, lines: list, segment: int, **subagents: list) -> Tuple[int, int, int, SessionAggregates]:
+    """(segment, start, end, aggregates) of a run's own lines, read as a transcript of their own."""
+    alone = summarize(session(tmp_path / f"alone-{next(_runs)}", lines, **subagents))
+    return segment, alone.start_ns, alone.end_ns, alone.aggregates
+
+
+def reported(session: Session) -> Tuple[int, int, int, SessionAggregates]:
+    return session.segment, session.start_ns, session.end_ns, session.aggregates
+
+
+_runs = itertools.count()
+
+
+def run_lines(seconds: float, tool_id: str, failing: bool = False) -> list:
+    """One run of Claude Code: a prompt answered with a Bash call and its result."""
+    return [
+        prompt(f"run at {seconds}", timestamp=stamp(seconds)),
+        answer(f"msg-{tool_id}", tool_use(tool_id), timestamp=stamp(seconds + 1), usage=usage(10, 2)),
+        tool_results(result_block(tool_id, is_error=failing), timestamp=stamp(seconds + 2)),
+        answer(f"msg-{tool_id}-done", timestamp=stamp(seconds + 3), usage=usage(12, 3)),
+    ]
+
+
+def first_run_reported(tmp_path: Path, state: Path, exporter: Exporter) -> Tuple[Path, list, list]:
+    """A session whose first run has been reported: its transcript, that run's lines, the next run's (unwritten)."""
+    first, second = run_lines(0, "t1"), run_lines(100, "t2")
+    transcript = session(tmp_path, first)
+    hook_record(state, session_input("SessionEnd", "s1", transcript))
+    drain(exporter)
+    return transcript, first, second
+
+
+@pytest.fixture
+def in_process(sink: OtlpSink, state: Path):
+    def start() -> Exporter:
+        # A session is quiet at once: its transcript has not changed for a nanosecond.
+        env = {"CLAUDE_METRICS_OTLP_ENDPOINT": sink.url, "CLAUDE_METRICS_SESSION_QUIET_MINUTES": "1e-12"}
+        return Exporter(str(state), env)
+
+    return start
+
+
+def test_each_run_of_a_resumed_session_is_reported_on_its_own(
+    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+) -> None:
+    first, second = run_lines(0, "t1"), run_lines(100, "t2", failing=True)
+    subagent = [answer("x1", tool_use("t3"), timestamp=stamp(101))]
+    transcript = session(tmp_path, first)
+    exporter = in_process()
+    hook_record(state, session_input("SessionEnd", "s1", transcript))
+    drain(exporter)
+    append(transcript, second)
+    write(transcript.with_suffix("") / "subagents" / "agent-a1.jsonl", subagent)
+    hook_record(state, session_input("SessionStart", "s1", transcript))  # source "resume" in Claude Code
+    hook_record(state, session_input("SessionEnd", "s1", transcript))
+    drain(exporter)
+    hook_record(state, session_input("SessionEnd", "s1", transcript))  # nothing new: nothing sent
+    drain(exporter)
+
+    assert [reported(s) for s in sessions_sent(sink)] == [
+        expected(tmp_path, first, 0),
+        expected(tmp_path, second, 1, **{"agent-a1": subagent}),
+    ]
+    assert {s.session_id for s in sessions_sent(sink)} == {"s1"}
+    assert not list(spool_records(state))
+
+
+def test_a_resume_that_writes_before_the_exporter_reads_belongs_to_the_next_report(
+    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+) -> None:
+    first, second = run_lines(0, "t1"), run_lines(100, "t2")
+    transcript = session(tmp_path, first)
+    hook_record(state, session_input("SessionEnd", "s1", transcript))
+    append(transcript, second)  # `claude --resume` started at once: the exporter has not read yet
+    exporter = in_process()
+    drain(exporter)
+    hook_record(state, session_input("SessionEnd", "s1", transcript))
+    drain(exporter)
+    assert [reported(s) for s in sessions_sent(sink)] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
+
+
+def test_a_fork_reports_only_what_it_wrote(sink: OtlpSink, state: Path, tmp_path: Path, in_process) -> None:
+    """`claude --resume P --fork-session`: the new transcript starts with P's entries (uuids and times kept)."""
+    parent_lines = run_lines(0, "t1")
+    parent = session(tmp_path / "p", parent_lines)
+    exporter = in_process()
+    hook_record(state, session_input("SessionEnd", "P", parent))
+    drain(exporter)
+    header = {"type": "queue-operation", "operation": "enqueue", "timestamp": stamp(200), "sessionId": "F"}
+    own = run_lines(201, "t2")
+    fork = session(tmp_path / "f", [header, *[dict(e, sessionId="F") for e in parent_lines], *own])
+    hook_record(state, session_input("SessionEnd", "F", fork))
+    drain(exporter)
+    own_of_fork_of_fork = run_lines(400, "t3")
+    copies = [dict(e, sessionId="G") for e in [*parent_lines, *own]]  # G copied F, which had copied P
+    fork_of_fork = session(tmp_path / "g", [dict(header, sessionId="G"), *copies, *own_of_fork_of_fork])
+    hook_record(state, session_input("SessionEnd", "G", fork_of_fork))
+    drain(exporter)
+
+    sent = sessions_sent(sink)
+    assert [s.session_id for s in sent] == ["P", "F", "G"]
+    assert [reported(s) for s in sent] == [
+        expected(tmp_path, parent_lines, 0),
+        expected(tmp_path, [header, *own], 0),
+        expected(tmp_path, [header, *own_of_fork_of_fork], 0),
+    ]
+
+
+@pytest.mark.parametrize("quiet_rule", [False, True], ids=["session end", "quiet rule"])
+def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
+    sink: OtlpSink, state: Path, tmp_path: Path, in_process, monkeypatch: pytest.MonkeyPatch, quiet_rule: bool
+) -> None:
+    exporter = in_process()
+    transcript, first, second = first_run_reported(tmp_path, state, exporter)
+    append(transcript, second)
+    hook_record(state, session_input("SessionStart", "s1", transcript))
+    drain(exporter)
+    if not quiet_rule:
+        hook_record(state, session_input("SessionEnd", "s1", transcript))
+
+    def crash(*args: object) -> None:
+        raise Crash
+
+    monkeypatch.setattr(exporter.registry, "record_report", crash)
+    with pytest.raises(Crash):  # the ready record is written, the registry not told
+        exporter.housekeeping() if quiet_rule else exporter.drain()
+    assert any("-session-" in name for name in spool.pending(str(state)))
+    restarted = in_process()
+    drain(restarted)
+    assert restarted.housekeeping() == 0
+    hook_record(state, session_input("SessionEnd", "s1", transcript))
+    drain(restarted)
+    assert [reported(s) for s in sessions_sent(sink)] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
+    assert not list(spool_records(state))
+
+
+def test_a_session_end_read_again_after_a_crash_reports_nothing_twice(
+    sink: OtlpSink, state: Path, tmp_path: Path, in_process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry noted the segment, then the exporter died before removing the SessionEnd record."""
+    transcript = session(tmp_path, run_lines(0, "t1"))
+    hook_record(state, session_input("SessionEnd", "s1", transcript))
+    exporter = in_process()
+    original_remove = spool.remove
+
+    def crash_on_session_end(state_dir: str, name: str) -> None:
+        if "-session-" not in name:
+            raise Crash
+        original_remove(state_dir, name)
+
+    monkeypatch.setattr(spool, "remove", crash_on_session_end)
+    with pytest.raises(Crash):
+        exporter.drain()
+    monkeypatch.setattr(spool, "remove", original_remove)
+    restarted = in_process()
+    drain(restarted)
+    drain(restarted)
+    assert len(sessions_sent(sink)) == 1
+    assert not list(spool_records(state))
+
+
+def test_the_quiet_rule_reports_a_resumed_run_that_never_ended(
+    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+) -> None:
+    exporter = in_process()
+    transcript, first, second = first_run_reported(tmp_path, state, exporter)
+    assert exporter.housekeeping() == 0  # reported, nothing since
+    hook_record(state, session_input("SessionStart", "s1", transcript))
+    drain(exporter)
+    append(transcript, second)  # then Ctrl+C: no SessionEnd
+    assert exporter.housekeeping() == 1
+    drain(exporter)
+    assert exporter.housekeeping() == 0
+    sent = sessions_sent(sink)
+    assert [reported(s) for s in sent] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
+    assert sent[1].exit_reason == "other"
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [{}, {"transcript_bytes": "12", "subagent_bytes": {}}, {"transcript_bytes": 5, "subagent_bytes": {"a": -1}}],
+    ids=["earlier hook", "not a size", "negative"],
+)
+def test_a_session_end_without_usable_sizes_reads_to_the_end(
+    sink: OtlpSink, state: Path, tmp_path: Path, in_process, sizes: dict
+) -> None:
+    lines = run_lines(0, "t1")
+    transcript = session(tmp_path, lines)
+    record = {"record": "session_end", "session_id": "s1", "transcript_path": str(transcript), "reason": "logout"}
+    spool.append(str(state), {**record, **sizes})
+    drain(in_process())
+    [sent] = sessions_sent(sink)
+    assert reported(sent) == expected(tmp_path, lines, 0)
+    assert sent.exit_reason == "logout"
+
+
+def test_a_ready_record_of_an_earlier_version_is_sent_as_a_first_run(
+    sink: OtlpSink, state: Path, in_process
+) -> None:
+    record = {"record": "session", "session_id": "s1", "user_id": None, "exit_reason": "other", "start_ns": 10**18,
+              "end_ns": 10**18 + 5, "version": "0.1.0", "os": "linux", **SessionAggregates(turn_count=2).as_dict()}
+    spool.write(str(state), f"{time.time_ns():020d}-session-0123.json", record)
+    drain(in_process())
+    [sent] = sessions_sent(sink)
+    assert (sent.segment, sent.aggregates.turn_count) == (0, 2)

@@ -102,7 +102,22 @@ def test_session_end_is_recorded_with_its_reason(state: Path, env: dict, tmp_pat
         "session_id": "s-9",
         "transcript_path": str(transcript),
         "reason": "logout",
+        "transcript_bytes": None,  # no transcript to measure
+        "subagent_bytes": {},
     }
+
+
+def test_session_end_records_the_sizes_of_the_transcripts_it_ends(state: Path, env: dict, tmp_path: Path) -> None:
+    """Where this run's entries end: the exporter reads no further, whatever a resume appends meanwhile."""
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_bytes(b"x" * 1234)
+    subagents = tmp_path / "t" / "subagents"
+    subagents.mkdir(parents=True)
+    (subagents / "agent-a1.jsonl").write_bytes(b"y" * 56)
+    (subagents / "agent-a1.meta.json").write_bytes(b"{}")  # not a transcript
+    assert_silent(run_hook(session_input("SessionEnd", "s-9", transcript), env))
+    [record] = spool_records(state)
+    assert (record["transcript_bytes"], record["subagent_bytes"]) == (1234, {"agent-a1.jsonl": 56})
 
 
 def test_session_start_is_recorded(state: Path, env: dict, tmp_path: Path) -> None:

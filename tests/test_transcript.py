@@ -1,32 +1,53 @@
 """The session-aggregate rules of issue 4, one by one, on small hand-made transcripts.
 
-Entries are built with the helpers below (the fields Claude Code writes that the
-rules read); each test writes its transcript into tmp_path and compares the whole
-summary or all aggregates. The property tests at the end hold summarize() to the
-naive reader of benchmarks/transcript_speed.py (json.loads on every line).
+Entries are built with the helpers of transcript_entries.py (the fields Claude Code
+writes that the rules read); each test writes its transcript into tmp_path and
+compares the whole summary or all aggregates. The property tests hold summarize() to the naive reader
+of benchmarks/transcript_speed.py (json.loads on every line). Then the segment rules
+(resumed, forked, compacted sessions), each on a small transcript, and the property
+that segments add up to the whole.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import json
 import logging
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transcript_entries import (
+    T0_NS,
+    Line,
+    answer,
+    append,
+    entry,
+    prompt,
+    result_block,
+    session,
+    stamp,
+    tool_results,
+    tool_use,
+    usage,
+    write,
+)
 
-from otel_metrics.model import SessionAggregates
+from otel_metrics.model import COUNT_KEYS, SessionAggregates
 from otel_metrics.transcript import (
     NOT_A_PROMPT_PREFIXES,
     TOOL_COUNT_FIELDS,
+    USAGE_KEYS,
+    Offsets,
+    Segment,
     TranscriptSummary,
+    entry_uuids,
     parse_timestamp_ns,
+    read_segment,
     subagent_transcripts,
     summarize,
 )
@@ -34,104 +55,11 @@ from otel_metrics.transcript import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from transcript_speed import naive_summarize  # noqa: E402 - the reference reader lives with its benchmark
 
-SESSION = "7d1c2b9e-0000-4000-8000-000000000001"
-T0 = "2026-02-12T16:00:00.000Z"
-T0_NS = 1_770_912_000 * 1_000_000_000
-Line = Union[dict, str, bytes]  # an entry, or a raw line as written
-_serial = itertools.count(1)
-
-
-# Entries
-
-
-def entry(kind: str, sidechain: bool = False, timestamp: Optional[str] = T0, **fields: object) -> dict:
-    made: Dict[str, object] = {"parentUuid": None, "isSidechain": sidechain, "sessionId": SESSION, "type": kind}
-    made.update(fields)
-    made["uuid"] = f"uuid-{next(_serial)}"
-    if timestamp is not None:
-        made["timestamp"] = timestamp
-    return made
-
-
-def prompt(content: object, **fields: object) -> dict:
-    return entry("user", message={"role": "user", "content": content}, **fields)
-
-
-def tool_results(*blocks: dict, **fields: object) -> dict:
-    return entry("user", message={"role": "user", "content": list(blocks)}, **fields)
-
-
-def result_block(tool_use_id: Optional[str], is_error: object = False, content: object = "output") -> dict:
-    block: Dict[str, object] = {"type": "tool_result", "content": content, "is_error": is_error}
-    if tool_use_id is not None:
-        block["tool_use_id"] = tool_use_id
-    return block
-
-
-def answer(
-    message_id: Optional[str],
-    *blocks: dict,
-    usage: Optional[dict] = None,
-    request_id: Optional[str] = "req_1",
-    model: str = "claude-opus-4-6",
-    **fields: object,
-) -> dict:
-    """One line of an assistant message (Claude Code writes one per content block)."""
-    message: Dict[str, object] = {"model": model, "type": "message", "role": "assistant"}
-    if message_id is not None:
-        message["id"] = message_id
-    message["content"] = list(blocks) or [{"type": "text", "text": "ok"}]
-    if usage is not None:
-        message["usage"] = usage
-    if request_id is not None:
-        fields["requestId"] = request_id
-    return entry("assistant", message=message, **fields)
-
-
-def tool_use(block_id: Optional[str], name: str = "Bash") -> dict:
-    block: Dict[str, object] = {"type": "tool_use", "name": name, "input": {}}
-    if block_id is not None:
-        block["id"] = block_id
-    return block
-
-
-def usage(input_tokens: object = 0, output: object = 0, creation: object = 0, read: object = 0) -> dict:
-    return {
-        "input_tokens": input_tokens,
-        "output_tokens": output,
-        "cache_creation_input_tokens": creation,
-        "cache_read_input_tokens": read,
-    }
-
-
-def write(path: Path, lines: Iterable[Line]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as out:
-        for line in lines:
-            if isinstance(line, dict):
-                line = json.dumps(line, ensure_ascii=False)
-            out.write((line.encode() if isinstance(line, str) else line) + b"\n")
-    return path
-
-
-def session(tmp_path: Path, main: Sequence[Line], **subagents: Sequence[Line]) -> Path:
-    """<tmp>/s.jsonl and <tmp>/s/subagents/<name>.jsonl for each keyword."""
-    transcript = write(tmp_path / "s.jsonl", main)
-    for name, lines in subagents.items():
-        write(tmp_path / "s" / "subagents" / f"{name}.jsonl", lines)
-    return transcript
-
 
 def counts(tmp_path: Path, main: Sequence[Line], **subagents: Sequence[Line]) -> Dict[str, int]:
     """The aggregates that differ from zero."""
     aggregates = summarize(session(tmp_path, main, **subagents)).aggregates.as_dict()
     return {key: value for key, value in aggregates.items() if value}
-
-
-def stamp(seconds: float) -> str:
-    """T0 + seconds, as Claude Code writes it."""
-    moment = datetime(2026, 2, 12, 16, tzinfo=timezone.utc) + timedelta(seconds=seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 EMPTY = TranscriptSummary(None, None, None, SessionAggregates(), 0)
@@ -177,7 +105,8 @@ def test_lines_that_are_not_json_objects_are_skipped_counted_and_logged(
     skipped = [r for r in caplog.records if r.name == "otel_metrics.transcript" and "skipped" in r.getMessage()]
     assert len(skipped) == len(garbage) + 1
     assert all(r.levelno == logging.DEBUG for r in skipped)
-    assert skipped[0].getMessage().endswith("s.jsonl:2: skipped, not a JSON object")
+    first_line = len(json.dumps(main[0]).encode()) + 1
+    assert skipped[0].getMessage().endswith(f"s.jsonl: the line at byte {first_line} is not a JSON object: skipped")
 
 
 def test_a_truncated_last_line_is_skipped_with_its_timestamp(tmp_path: Path) -> None:
@@ -708,6 +637,7 @@ def transcript_entry(draw: st.DrawFn) -> Dict[str, object]:
         ("sessionId", st.sampled_from(["s1", "s2", 3])),
         ("timestamp", TIMESTAMP),
         ("requestId", ID_POOL),
+        ("forkedFrom", st.sampled_from([{"sessionId": "s0", "messageUuid": "u"}, "s0", None])),
     ):
         if draw(st.booleans()):
             made[key] = draw(value)
@@ -789,3 +719,397 @@ def test_other_entries_and_repeated_streamed_lines_change_nothing(
     noisy_main = data.draw(with_noise(main))
     noisy_subagents = [data.draw(with_noise(lines)) for lines in subagents]
     assert _summary_of(noisy_main, noisy_subagents) == _summary_of(main, subagents)
+
+
+# Segments: each run of a resumed session on its own
+
+
+def aggregates_of(segment: Segment) -> Dict[str, int]:
+    return {key: value for key, value in segment.summary.aggregates.as_dict().items() if value}
+
+
+def sizes_of(transcript: Path) -> Offsets:
+    """What the SessionEnd hook records: the size of every file of the session."""
+    return Offsets(transcript.stat().st_size, {p.name: p.stat().st_size for p in subagent_transcripts(transcript)})
+
+
+def test_a_resumed_run_is_read_from_where_the_last_report_ended(tmp_path: Path) -> None:
+    first_run = [prompt("one", timestamp=stamp(1)), answer("m1", tool_use("t1"), timestamp=stamp(2))]
+    transcript = session(tmp_path, first_run, **{"agent-a1": [answer("x1", tool_use("t2"))]})
+    first = read_segment(transcript)
+    assert first.end == sizes_of(transcript)
+    second_run = [
+        prompt("two", timestamp=stamp(100)),
+        answer("m2", tool_use("t3", "Read"), timestamp=stamp(101)),
+        tool_results(result_block("t3", is_error=True), timestamp=stamp(102)),
+    ]
+    append(transcript, second_run)
+    append(transcript.with_suffix("") / "subagents" / "agent-a1.jsonl", [answer("x1", tool_use("t4"))])  # resumed agent
+    write(transcript.with_suffix("") / "subagents" / "agent-a2.jsonl", [answer("x2", tool_use("t5", "Grep"))])
+
+    second = read_segment(transcript, first.end, first.awaiting_answer)
+
+    assert (second.summary.start_ns, second.summary.end_ns) == (T0_NS + 100 * 10**9, T0_NS + 102 * 10**9)
+    assert aggregates_of(second) == {
+        "user_message_count": 1,
+        "turn_count": 1,
+        "assistant_message_count": 1,
+        "total_tool_calls": 3,
+        "bash_call_count": 1,
+        "file_read_count": 1,
+        "grep_call_count": 1,
+        "tool_error_count": 1,
+    }
+    assert second.end == sizes_of(transcript)
+    assert read_segment(transcript, second.end).summary == EMPTY  # nothing new: an empty segment
+    assert not read_segment(transcript, second.end).has_activity
+
+
+def test_the_sizes_at_session_end_bound_every_file(tmp_path: Path) -> None:
+    """A resume that starts writing before the exporter reads belongs to the next segment."""
+    transcript = session(tmp_path, [prompt("one"), answer("m1")], **{"agent-a1": [answer("x1", tool_use("t1"))]})
+    at_session_end = sizes_of(transcript)
+    append(transcript, [prompt("two"), answer("m2")])
+    append(transcript.with_suffix("") / "subagents" / "agent-a1.jsonl", [answer("x1", tool_use("t2"))])
+    write(transcript.with_suffix("") / "subagents" / "agent-a2.jsonl", [answer("x2", tool_use("t3"))])
+
+    first = read_segment(transcript, stop=at_session_end)
+    second = read_segment(transcript, first.end, first.awaiting_answer)
+
+    assert first.end == at_session_end  # agent-a2 did not exist yet: not read, no offset
+    assert aggregates_of(first) == {
+        "user_message_count": 1,
+        "turn_count": 1,
+        "assistant_message_count": 1,
+        "total_tool_calls": 1,
+        "bash_call_count": 1,
+    }
+    assert aggregates_of(second) == {
+        "user_message_count": 1,
+        "turn_count": 1,
+        "assistant_message_count": 1,
+        "total_tool_calls": 2,
+        "bash_call_count": 2,
+    }
+
+
+def test_a_stop_before_the_start_reads_nothing(tmp_path: Path) -> None:
+    transcript = session(tmp_path, [prompt("one"), answer("m1")])
+    done = read_segment(transcript)
+    late = read_segment(transcript, done.end, stop=Offsets(10, {}))  # a SessionEnd already covered by a report
+    assert late.summary == EMPTY and late.end == done.end
+
+
+def test_a_last_line_still_being_written_is_left_for_the_next_segment(tmp_path: Path) -> None:
+    transcript = session(tmp_path, [prompt("one", timestamp=stamp(1))])
+    whole = json.dumps(answer("m1", tool_use("t1"), timestamp=stamp(2))).encode() + b"\n"
+    with open(transcript, "ab") as out:
+        out.write(whole[:40])
+    first = read_segment(transcript)
+    assert first.end.main == transcript.stat().st_size - 40
+    assert first.summary.skipped_lines == 1  # as any line that is not a JSON object
+    assert aggregates_of(first) == {"user_message_count": 1}
+    with open(transcript, "ab") as out:
+        out.write(whole[40:])
+    second = read_segment(transcript, first.end, first.awaiting_answer)
+    assert second.summary.skipped_lines == 0
+    assert aggregates_of(second) == {
+        "turn_count": 1,
+        "assistant_message_count": 1,
+        "total_tool_calls": 1,
+        "bash_call_count": 1,
+    }
+
+
+def test_a_whole_object_without_its_newline_is_read(tmp_path: Path) -> None:
+    transcript = tmp_path / "s.jsonl"
+    transcript.write_bytes(json.dumps(prompt("one")).encode())
+    segment = read_segment(transcript)
+    assert segment.end.main == transcript.stat().st_size
+    assert aggregates_of(segment) == {"user_message_count": 1}
+
+
+def test_a_prompt_counts_where_it_was_written_and_its_turn_where_it_was_answered(tmp_path: Path) -> None:
+    transcript = session(tmp_path, [prompt("one"), answer("m1"), prompt("two, interrupted")])
+    first = read_segment(transcript)
+    assert first.awaiting_answer
+    append(transcript, [answer("m2"), prompt("three")])
+    second = read_segment(transcript, first.end, first.awaiting_answer)
+    assert aggregates_of(first) == {"user_message_count": 2, "turn_count": 1, "assistant_message_count": 1}
+    assert aggregates_of(second) == {"user_message_count": 1, "turn_count": 1, "assistant_message_count": 1}
+    assert second.awaiting_answer
+    without_state = read_segment(transcript, first.end, awaiting_answer=False)
+    assert aggregates_of(without_state) == {"user_message_count": 1, "assistant_message_count": 1}
+
+
+def test_a_file_shorter_than_what_was_reported_is_not_read_again(tmp_path: Path) -> None:
+    transcript = session(tmp_path, [prompt("one"), answer("m1")])
+    done = read_segment(transcript)
+    write(transcript, [prompt("rewritten")])  # replaced by something smaller
+    again = read_segment(transcript, done.end)
+    assert again.summary == EMPTY and again.end == done.end
+
+
+def test_a_missing_transcript_leaves_the_offsets_where_they_were(tmp_path: Path) -> None:
+    start = Offsets(120, {"agent-a1.jsonl": 7})
+    segment = read_segment(tmp_path / "gone.jsonl", start, awaiting_answer=True)
+    assert (segment.summary, segment.end, segment.awaiting_answer) == (EMPTY, start, True)
+
+
+# Forks: a new session whose transcript starts with copied history
+
+
+def copied(*entries: dict) -> List[dict]:
+    """Entries as `claude --resume <id> --fork-session` copies them: same uuid and timestamp, the new sessionId."""
+    return [dict(e, sessionId="fork") for e in entries]
+
+
+def test_history_copied_by_a_fork_counts_for_nothing(tmp_path: Path) -> None:
+    parent = [
+        prompt("one", timestamp=stamp(1)),
+        answer("m1", tool_use("t1"), timestamp=stamp(2), usage=usage(5, 5), parentUuid="p"),
+        tool_results(result_block("t1", is_error=True), timestamp=stamp(3), parentUuid="p"),
+    ]
+    header = {"type": "queue-operation", "timestamp": stamp(60)}  # bookkeeping: no uuid, never copied
+    own = [
+        prompt("fork it", timestamp=stamp(61), parentUuid=parent[-1]["uuid"]),
+        answer("m2", timestamp=stamp(62), usage=usage(1, 1), parentUuid="p"),
+    ]
+    transcript = session(tmp_path, [header, *copied(*parent), *own])
+    asked: List[str] = []
+
+    def copied_history(first_uuid: str) -> set:
+        asked.append(first_uuid)
+        return {e["uuid"] for e in parent}
+
+    segment = read_segment(transcript, copied_history=copied_history)
+
+    assert asked == [parent[0]["uuid"]]  # once, with the first uuid of the transcript
+    assert segment.copies == 3
+    assert (segment.summary.start_ns, segment.summary.end_ns) == (T0_NS + 60 * 10**9, T0_NS + 62 * 10**9)
+    assert aggregates_of(segment) == {
+        "user_message_count": 1,
+        "turn_count": 1,
+        "assistant_message_count": 1,
+        "total_input_tokens": 1,
+        "total_output_tokens": 1,
+    }
+    assert segment.roots == (parent[0]["uuid"],)  # copies included: a fork of this fork finds them too
+    assert summarize(transcript).aggregates.user_message_count == 2  # without the parent's uuids, all count
+
+
+def test_entries_marked_forked_from_are_copies(tmp_path: Path) -> None:
+    """What /branch and the SDK's forkSession write (their copies may get new uuids)."""
+    marker = {"sessionId": "parent", "messageUuid": "u-1"}
+    main = [
+        prompt("one", forkedFrom=marker, timestamp=stamp(1)),
+        answer("m1", forkedFrom=marker, timestamp=stamp(2)),
+        prompt("marker must be an object", forkedFrom="parent", timestamp=stamp(50)),
+        answer("m2", timestamp=stamp(51)),
+    ]
+    segment = read_segment(session(tmp_path, main))
+    assert segment.copies == 2
+    assert segment.summary.start_ns == T0_NS + 50 * 10**9
+    assert aggregates_of(segment) == {"user_message_count": 1, "turn_count": 1, "assistant_message_count": 1}
+
+
+def test_roots_are_the_main_thread_entries_that_start_a_chain(tmp_path: Path) -> None:
+    main = [
+        prompt("first", parentUuid=None),
+        answer("m1", parentUuid="x"),
+        entry("system", parentUuid=None, subtype="compact_boundary"),  # a compaction starts a new chain
+        {k: v for k, v in prompt("no parentUuid key").items() if k != "parentUuid"},
+        prompt("sidechain start", parentUuid=None, sidechain=True),
+        {"type": "user", "parentUuid": None, "uuid": 7},  # not a string
+    ]
+    transcript = session(tmp_path, main, **{"agent-a1": [prompt("task", parentUuid=None)]})
+    assert read_segment(transcript).roots == (main[0]["uuid"], main[2]["uuid"])
+
+
+def test_entry_uuids_are_the_top_level_uuids_of_a_file(tmp_path: Path) -> None:
+    main = [prompt("one"), answer("m1"), {"type": "x", "leafUuid": "nested"}, "garbage", {"uuid": 3}]
+    transcript = session(tmp_path, main)
+    assert entry_uuids(transcript) == {main[0]["uuid"], main[1]["uuid"]}
+    assert entry_uuids(tmp_path / "missing.jsonl") == set()
+
+
+# Compaction (shapes as Claude Code 2.1.197 writes them)
+
+
+def test_compaction_writes_no_prompt_and_no_turn(tmp_path: Path) -> None:
+    before = [prompt("work", timestamp=stamp(1)), answer("m1", tool_use("t1"), timestamp=stamp(2))]
+    compaction = [
+        entry("system", subtype="compact_boundary", parentUuid=None, timestamp=stamp(10)),
+        prompt("This session is being continued from a previous conversation ...", isCompactSummary=True),
+        prompt("<local-command-caveat>Caveat: ...</local-command-caveat>", isMeta=True),
+        prompt("<command-name>/compact</command-name>\n<command-message>compact</command-message>"),
+        prompt("<local-command-stdout>Compacted (ctrl+o to see full summary)</local-command-stdout>"),
+    ]
+    resumed = [
+        prompt([{"type": "text", "text": "Continue from where you left off."}], isMeta=True, timestamp=stamp(20)),
+        answer("s1", model="<synthetic>", timestamp=stamp(20)),  # "No response requested."
+        prompt("after compact", timestamp=stamp(21)),
+        answer("m2", timestamp=stamp(22)),
+    ]
+    transcript = session(tmp_path, before)
+    runs = [read_segment(transcript)]
+    for lines in (compaction, resumed):
+        append(transcript, lines)
+        runs.append(read_segment(transcript, runs[-1].end, runs[-1].awaiting_answer))
+    assert [aggregates_of(run) for run in runs] == [
+        {"user_message_count": 1, "turn_count": 1, "assistant_message_count": 1, "total_tool_calls": 1,
+         "bash_call_count": 1},
+        {"user_message_count": 1},  # the typed /compact is a prompt; nothing answers it
+        {"user_message_count": 1, "turn_count": 1, "assistant_message_count": 1},
+    ]  # fmt: skip
+    whole = summarize(transcript).aggregates.as_dict()
+    assert {key: sum(aggregates_of(run).get(key, 0) for run in runs) for key in COUNT_KEYS} == whole
+
+
+# Offsets as stored
+
+
+def test_offsets_round_trip_and_reject_what_they_are_not() -> None:
+    offsets = Offsets(10, {"agent-a1.jsonl": 3})
+    assert Offsets.from_dict(offsets.as_dict()) == offsets
+    for bad in (None, [], {"main": -1, "subagents": {}}, {"main": 1}, {"main": True, "subagents": {}},
+                {"main": 1, "subagents": {"a": "2"}}, {"main": 1, "subagents": []}):  # fmt: skip
+        with pytest.raises(ValueError):
+            Offsets.from_dict(bad)
+
+
+# Property: segments add up to the whole
+
+
+def _line_ends(path: Path) -> List[int]:
+    """Byte offsets of the entry boundaries of a file (after each newline), 0 first."""
+    data = path.read_bytes()
+    return [0] + [i + 1 for i, byte in enumerate(data) if byte == 0x0A]
+
+
+def _segments(transcript: Path, cuts: Dict[str, List[int]]) -> List[Segment]:
+    """Read the session segment by segment, each bounded as a SessionEnd would bound it."""
+    names = sorted(name for name in cuts if name)
+    segments: List[Segment] = []
+    start, awaiting = Offsets(), False
+    for i in range(len(cuts[""])):
+        stop = Offsets(cuts[""][i], {name: cuts[name][i] for name in names})
+        segment = read_segment(transcript, start, awaiting, stop)
+        segments.append(segment)
+        start, awaiting = segment.end, segment.awaiting_answer
+    return segments
+
+
+@st.composite
+def cut_points(draw: st.DrawFn, transcript: Path, pieces: int) -> Dict[str, List[int]]:
+    """For each file, `pieces` ascending entry boundaries, the last at its end."""
+    files = {"": transcript, **{p.name: p for p in subagent_transcripts(transcript)}}
+    cuts = {}
+    for name, path in files.items():
+        ends = _line_ends(path)
+        inner = draw(st.lists(st.sampled_from(ends), min_size=pieces - 1, max_size=pieces - 1))
+        cuts[name] = sorted(inner) + [ends[-1]]
+    return cuts
+
+
+def _as_written_by_one_run(line: Line, run: int) -> Line:
+    """The line with every id made unique to its run (no message or tool call spans two runs) and no
+    negative token count (sums clamped at zero add up only when no count is negative)."""
+
+    def walk(value: object, key: str = "") -> object:
+        if key in ("id", "tool_use_id", "requestId") and isinstance(value, str):
+            return f"{value}@{run}"
+        if key in USAGE_KEYS and type(value) is int and value < 0:
+            return 0
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(line)
+
+
+def _sum_of(segments: Sequence[Segment]) -> Dict[str, int]:
+    return {key: sum(getattr(s.summary.aggregates, key) for s in segments) for key in COUNT_KEYS}
+
+
+RUN = st.tuples(st.lists(LINE, max_size=12), st.lists(st.lists(LINE, max_size=5), min_size=2, max_size=2))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs=st.lists(RUN, min_size=1, max_size=4))
+def test_runs_of_a_resumed_session_add_up_to_the_whole(runs: List) -> None:
+    """Each run appends to the main transcript and the subagent files, then its SessionEnd records their
+    sizes; read run by run, every count adds up to the whole, and times are its min and max."""
+    with tempfile.TemporaryDirectory() as tmp:
+        transcript = _written(tmp, [], [[], []])
+        cuts: Dict[str, List[int]] = {"": [], "agent-a0.jsonl": [], "agent-a1.jsonl": []}
+        for i, (main, subagents) in enumerate(runs):
+            append(transcript, [_as_written_by_one_run(line, i) for line in main])
+            for k, lines in enumerate(subagents):
+                append(transcript.with_suffix("") / "subagents" / f"agent-a{k}.jsonl", [
+                    _as_written_by_one_run(line, i) for line in lines
+                ])  # fmt: skip
+            at_session_end = sizes_of(transcript)
+            for name in cuts:
+                cuts[name].append(at_session_end.subagents[name] if name else at_session_end.main)
+        whole = summarize(transcript)
+        segments = _segments(transcript, cuts)
+        assert _sum_of(segments) == whole.aggregates.as_dict()
+        assert sum(s.summary.skipped_lines for s in segments) == whole.skipped_lines
+        starts = [s.summary.start_ns for s in segments if s.summary.start_ns is not None]
+        ends = [s.summary.end_ns for s in segments if s.summary.end_ns is not None]
+        assert (min(starts, default=None), max(ends, default=None)) == (whole.start_ns, whole.end_ns)
+        assert segments[-1].end == sizes_of(transcript)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    main=st.lists(LINE, min_size=1, max_size=30),
+    subagents=st.lists(st.lists(LINE, max_size=10), max_size=2),
+    ids_per_entry=st.booleans(),
+)
+def test_segments_cut_at_any_entry_boundary_add_up(
+    data: st.DataObject, main: List[Line], subagents: List[List[Line]], ids_per_entry: bool
+) -> None:
+    """Prompts and turns always add up. The other counts add up when no id is shared by two entries;
+    otherwise the lines of one message or tool call that a cut separates count once on each side."""
+    if ids_per_entry:
+        main = [_as_written_by_one_run(line, i) for i, line in enumerate(main)]
+        subagents = [[_as_written_by_one_run(line, 100 * k + i) for i, line in enumerate(s)] for k, s in
+                     enumerate(subagents, 1)]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        transcript = _written(tmp, main, subagents)
+        whole = summarize(transcript).aggregates.as_dict()
+        total = _sum_of(_segments(transcript, data.draw(cut_points(transcript, data.draw(st.integers(1, 4))))))
+    for key in COUNT_KEYS:
+        if ids_per_entry or key in ("user_message_count", "turn_count"):
+            assert total[key] == whole[key], key
+        elif key not in TOKEN_SUM_KEYS:
+            assert total[key] >= whole[key], key
+
+
+TOKEN_SUM_KEYS = ("total_input_tokens", "total_output_tokens", "cache_creation_tokens", "cache_read_tokens")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    history=st.lists(transcript_entry(), min_size=1, max_size=15),
+    own=st.lists(LINE, max_size=15),
+    subagents=st.lists(st.lists(LINE, max_size=5), max_size=2),
+)
+def test_copied_history_changes_nothing(history: List[dict], own: List[Line], subagents: List[List[Line]]) -> None:
+    """A fork's transcript (copies first, then its own entries) counts exactly as its own entries alone."""
+    copies = [dict(e, uuid=f"copied-{i}", sessionId="fork") for i, e in enumerate(history)]
+    copies[0]["parentUuid"] = None
+    own = [{k: v for k, v in line.items() if k not in ("uuid", "forkedFrom")} if isinstance(line, dict) else line
+           for line in own]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        forked = read_segment(
+            _written(tmp, copies + own, subagents), copied_history=lambda first: {c["uuid"] for c in copies}
+        )
+    alone = _summary_of(own, subagents)
+    assert forked.copies == len(copies)
+    assert dataclasses.replace(forked.summary, session_id=alone.session_id) == alone

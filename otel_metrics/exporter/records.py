@@ -1,15 +1,18 @@
 """Spool records <-> model objects.
 
 The hooks write three kinds of record (event, session_start, session_end); the
-exporter turns a session_end into a ready `session` record before sending.
+exporter turns a session_end into a ready `session` record before sending. A ready
+record also says where its segment ended, so the registry can be brought up to date
+from it (see Exporter._queue_session).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from ..model import COUNT_KEYS, Event, Session, SessionAggregates
+from ..transcript import Offsets
 
 EVENT = "event"
 SESSION_START = "session_start"
@@ -46,11 +49,45 @@ def event_from_record(record: Dict[str, Any], user_id: Optional[str]) -> Event:
     )
 
 
-def session_to_record(session: Session) -> Dict[str, Any]:
+class SegmentEnd(NamedTuple):
+    """Where a reported segment ended: the registry's state once it is reported."""
+
+    offsets: Offsets
+    awaiting_answer: bool
+
+
+def session_to_record(session: Session, end: Optional[SegmentEnd] = None) -> Dict[str, Any]:
     record: Dict[str, Any] = {"record": SESSION}
     record.update({k: v for k, v in asdict(session).items() if k != "aggregates"})
     record.update(session.aggregates.as_dict())
+    if end is not None:
+        record.update(segment_end=end.offsets.as_dict(), awaiting_answer=end.awaiting_answer)
     return record
+
+
+def segment_end(record: Dict[str, Any]) -> Optional[SegmentEnd]:
+    """Where a ready session record's segment ended; None for records that do not say (earlier versions):
+    the session is sent all the same."""
+    try:
+        offsets = Offsets.from_dict(record.get("segment_end"))
+    except ValueError:
+        return None
+    return SegmentEnd(offsets, record.get("awaiting_answer") is True)
+
+
+def stop_offsets(record: Dict[str, Any]) -> Optional[Offsets]:
+    """The sizes of a session's files when its SessionEnd hook fired, where its run's entries end.
+
+    None (read to the end of the files) for records of hooks that did not measure them, or
+    sizes that are not sizes.
+    """
+    if "transcript_bytes" not in record:
+        return None
+    main = record["transcript_bytes"]
+    try:
+        return Offsets.from_dict({"main": 0 if main is None else main, "subagents": record.get("subagent_bytes")})
+    except ValueError:
+        return None
 
 
 def session_from_record(record: Dict[str, Any]) -> Session:
@@ -63,4 +100,5 @@ def session_from_record(record: Dict[str, Any]) -> Session:
         version=required(record, "version", str),
         os=required(record, "os", str),
         aggregates=SessionAggregates(**{key: required(record, key, int) for key in COUNT_KEYS}),
+        segment=required(record, "segment", int) if "segment" in record else 0,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -10,11 +9,12 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, NoReturn, Optional, Tuple
 
-from .. import __version__, bootstrap, config, lock, spool
+from .. import bootstrap, config, lock, spool
 from ..identity import anonymous_id
 from ..model import Event, Session
 from . import interpreter, local_forwarder, records
 from .registry import SessionRegistry
+from .sessions import SessionReports
 
 log = logging.getLogger("otel_metrics.exporter")
 
@@ -59,6 +59,7 @@ class Exporter:
         self.env = env
         self.settings = Settings.from_env(env)
         self.registry = SessionRegistry(state_dir)
+        self.sessions = SessionReports(state_dir, self.registry)
         self._sender = None
         self._failing = False
 
@@ -80,28 +81,10 @@ class Exporter:
         return self._sender
 
     def housekeeping(self) -> int:
-        """Queue sessions that ended without SessionEnd; return how many."""
-        quiet = self.registry.quiet_sessions(self.settings.session_quiet_seconds)
-        for session_id, path in quiet:
-            log.info("session %s ended without SessionEnd: reporting it", session_id)
-            self._queue_session(session_id, path, "other", time.time_ns(), time.time_ns())
+        """Queue what sessions wrote in runs that ended without SessionEnd; return how many were queued."""
+        queued = self.sessions.queue_quiet(self.settings.session_quiet_seconds)
         self.registry.forget_old()
-        return len(quiet)
-
-    def _queue_session(self, session_id: str, path: Optional[str], reason: object, hook_ns: int, order_ns: int):
-        """session end -> a ready `session` record, then mark it reported.
-
-        The ready record's name is fixed per session, so a crash between the two
-        steps rewrites the same record instead of reporting the session twice.
-        """
-        from ..session_report import session_from_transcript
-
-        session = session_from_transcript(
-            session_id, path, reason, hook_ns, anonymous_id(self.state), __version__, config.os_name()
-        )
-        digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        spool.write(self.state, f"{order_ns:020d}-session-{digest}{spool.SUFFIX}", records.session_to_record(session))
-        self.registry.mark_reported(session_id)
+        return queued
 
     def drain(self) -> bool:
         """One round: enforce the spool's bounds, read up to BATCH records, export them. True when nothing failed."""
@@ -132,15 +115,15 @@ class Exporter:
             spool.remove(self.state, name)
         elif kind == records.SESSION_END:
             session_id = records.required(record, "session_id", str)
-            if self.registry.is_reported(session_id):
-                log.info("session %s already reported", session_id)
-            else:
-                order_ns = int(name.split("-", 1)[0])
-                hook_ns = record.get("time_ns") if isinstance(record.get("time_ns"), int) else order_ns
-                self._queue_session(session_id, _path(record), record.get("reason"), hook_ns, order_ns)
+            order_ns = int(name.split("-", 1)[0])
+            hook_ns = record.get("time_ns") if isinstance(record.get("time_ns"), int) else order_ns
+            stop = records.stop_offsets(record)
+            self.sessions.queue(session_id, _path(record), record.get("reason"), hook_ns, order_ns, stop)
             spool.remove(self.state, name)
         elif kind == records.SESSION:
-            sessions.append((name, records.session_from_record(record)))
+            session = records.session_from_record(record)
+            self.sessions.note_queued(session, record)
+            sessions.append((name, session))
         else:
             raise records.BadRecord(f"unknown record kind {kind!r}")
 

@@ -190,6 +190,9 @@ def _session_from_span(resource: Resource, span: Any) -> Session:
         counts[key] = value
     if span.end_time_unix_nano < span.start_time_unix_nano:
         raise Malformed("the span ends before it starts")
+    segment = _int(attributes, schema.SESSION_SEGMENT, default=0)  # senders before segments: a first run
+    if segment < 0:
+        raise Malformed(f"attribute {schema.SESSION_SEGMENT} must not be negative")
     session = Session(
         session_id=_string(attributes, schema.SESSION_ID),
         user_id=_optional_string(attributes, schema.USER_ID),
@@ -199,6 +202,7 @@ def _session_from_span(resource: Resource, span: Any) -> Session:
         version=version,
         os=os_name,
         aggregates=SessionAggregates(**counts),
+        segment=segment,
     )
     _check_payload(session_payload, validate_session_payload, session)
     return session

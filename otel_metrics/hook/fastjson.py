@@ -49,8 +49,8 @@ def loads(text):
     return value
 
 
-def dumps_flat(record):
-    """Serialise a flat dict of str/int/None values as one line of ASCII JSON."""
+def dumps_record(record):
+    """Serialise a dict of str/int/bool/None values, and dicts of them, as one line of ASCII JSON."""
     parts = []
     for key, value in record.items():
         if value is None:
@@ -59,6 +59,8 @@ def dumps_flat(record):
             rendered = "true" if value else "false"
         elif isinstance(value, int):
             rendered = str(int(value))
+        elif isinstance(value, dict):
+            rendered = dumps_record(value)
         else:
             rendered = _quote(str(value))
         parts.append(_quote(key) + ":" + rendered)

@@ -93,13 +93,19 @@ def record_for(hook_input, fired_ns):
     if hook_event == "SessionStart":
         return {"record": "session_start", "session_id": session_id, "transcript_path": transcript}
     if hook_event == "SessionEnd":
+        from ..transcript_files import sizes
+
         reason = hook_input.get("reason")
+        # What this run wrote ends here: a resume started before the exporter reads belongs to the next report.
+        transcript_bytes, subagent_bytes = sizes(transcript) if transcript else (None, {})
         return {
             "record": "session_end",
             "session_id": session_id,
             "transcript_path": transcript,
             "reason": reason[:MAX_REASON_CHARS] if isinstance(reason, str) else None,
             "time_ns": fired_ns,
+            "transcript_bytes": transcript_bytes,
+            "subagent_bytes": subagent_bytes,
         }
     kind, name, prompt_length = decision
     return {

@@ -97,8 +97,11 @@ class ClaudeRun:
         return found[0]
 
 
-def claude_command(prompt: str, plugin_dirs: Sequence[Path], output_json: bool = True) -> List[str]:
-    cmd = [str(CLAUDE_BIN), "-p", prompt, "--allowedTools", ALLOWED_TOOLS]
+def claude_command(
+    prompt: str, plugin_dirs: Sequence[Path], output_json: bool = True, args: Sequence[str] = ()
+) -> List[str]:
+    """`claude -p PROMPT` with our plugins; `args` such as `--resume ID` or `--fork-session`."""
+    cmd = [str(CLAUDE_BIN), "-p", prompt, "--allowedTools", ALLOWED_TOOLS, *args]
     for plugin in plugin_dirs:
         cmd += ["--plugin-dir", str(plugin)]
     if output_json:
@@ -107,10 +110,15 @@ def claude_command(prompt: str, plugin_dirs: Sequence[Path], output_json: bool =
 
 
 def start_claude(
-    prompt: str, env: Dict[str, str], cwd: Path, plugin_dirs: Sequence[Path], output_json: bool = True
+    prompt: str,
+    env: Dict[str, str],
+    cwd: Path,
+    plugin_dirs: Sequence[Path],
+    output_json: bool = True,
+    args: Sequence[str] = (),
 ) -> subprocess.Popen:
     return subprocess.Popen(
-        claude_command(prompt, plugin_dirs, output_json),
+        claude_command(prompt, plugin_dirs, output_json, args),
         env=env,
         cwd=str(cwd),
         stdin=subprocess.DEVNULL,
@@ -136,9 +144,10 @@ def run_claude(
     cwd: Path,
     plugin_dirs: Sequence[Path] = (PLUGIN_DIR, TEST_PLUGIN_DIR),
     timeout: float = 120,
+    args: Sequence[str] = (),
 ) -> ClaudeRun:
     started = time.time()
-    proc = start_claude(prompt, env, cwd, plugin_dirs)
+    proc = start_claude(prompt, env, cwd, plugin_dirs, args=args)
     return finish_claude(proc, started, env, cwd, timeout)
 
 

@@ -6,11 +6,24 @@ plugin, and compares whole payloads at the reference endpoint, reached through t
 
 from __future__ import annotations
 
+import json
 import time
 
 from claude_cli import PLUGIN_DIR, TEST_PLUGIN_DIR, finish_claude, run_claude, start_claude, transcript_session_ids
-from expectations import anonymous_id, by_session, expected_event, expected_session, plugin_data_dir
-from fake_api import Script, ToolCall, text, tools
+from expectations import (
+    anonymous_id,
+    by_session,
+    counts,
+    expected_event,
+    expected_session,
+    file_sizes,
+    in_order,
+    plugin_data_dir,
+    run_part,
+    session_summary,
+    written_since,
+)
+from fake_api import INPUT_TOKENS, Script, ToolCall, text, tools
 from pipeline import Forwarder, free_port
 
 PLUGINS = (PLUGIN_DIR, TEST_PLUGIN_DIR)
@@ -185,3 +198,135 @@ def test_forwarder_down_then_up(fake_api, endpoint, tmp_path, workspace):
         }
     finally:
         forwarder.stop()
+
+
+def test_resumed_and_forked_session_one_payload_per_run(fake_api, endpoint, forwarder, workspace, tmp_path):
+    """A session; `--resume` of it with another command, a failing tool call and a subagent; then
+    `--fork-session` of it calling a skill. Three session payloads, each what exactly its own run wrote
+    gives, and the events of all three runs. The runs follow each other at once: the resume appends to
+    the transcript while the exporter may still be reading the first run."""
+    fake_api.script = Script(
+        {
+            # One conversation across the runs: a resumed or forked run sends the whole history.
+            "Say hello to Ada Lovelace": [
+                tools(ToolCall("Bash", {"command": "echo hello", "description": "Greet"})),
+                text("Hello, Ada Lovelace!"),
+                tools(ToolCall("Bash", {"command": "exit 3", "description": "Fail on purpose"})),
+                tools(
+                    ToolCall(
+                        "Agent",
+                        {
+                            "description": "Check greeting",
+                            "prompt": "SUBAGENT: check the greeting",
+                            "subagent_type": "general-purpose",
+                        },
+                    )
+                ),
+                text("Hello, Grace!"),
+                tools(ToolCall("Skill", {"skill": "testkit:summarize"})),
+                text("We greeted two people."),
+            ],
+            "SUBAGENT: check the greeting": [
+                tools(ToolCall("Bash", {"command": "echo fine", "description": "Check"})),
+                text("The greeting is fine."),
+            ],
+        }
+    )
+    env = workspace.env(fake_api, forwarder.url)
+    first_prompt, resumed_prompt = "/testkit:hello Ada Lovelace", "/testkit:hello Grace"
+
+    first = run_claude(first_prompt, env, workspace.project)
+    _assert_ok(first)
+    after_first = file_sizes(first.transcript)
+    resumed = run_claude(resumed_prompt, env, workspace.project, args=["--resume", first.session_id])
+    _assert_ok(resumed)
+    after_resumed = file_sizes(first.transcript)
+    forked = run_claude(
+        "Give me a summary", env, workspace.project, args=["--resume", first.session_id, "--fork-session"]
+    )
+    _assert_ok(forked)
+
+    assert resumed.session_id == first.session_id != forked.session_id
+    assert (resumed.result["result"], forked.result["result"]) == ("Hello, Grace!", "We greeted two people.")
+    assert file_sizes(first.transcript) == after_resumed  # the fork wrote nothing into the session it forked
+    assert set(after_resumed) - set(after_first) != set()  # the resumed run's subagent: a new file
+    sessions = endpoint.wait_for("sessions", 3)
+    events = endpoint.wait_for("events", 3)
+    user_id = anonymous_id(workspace.state)
+    parts = tmp_path / "parts"
+    expected = [
+        expected_session(first, user_id, workspace.scratch, transcript=run_part(first.transcript, {}, after_first,
+                                                                                parts / "first")),
+        expected_session(resumed, user_id, workspace.scratch, transcript=run_part(first.transcript, after_first,
+                                                                                  after_resumed, parts / "resumed")),
+        expected_session(forked, user_id, workspace.scratch, transcript=written_since(forked.transcript,
+                                                                                      forked.started, parts / "fork")),
+    ]  # fmt: skip
+    assert in_order(sessions) == in_order(expected)
+    # What the scripted model did, counted by hand. The resumed run: 3 main requests and 2 subagent ones;
+    # the fork: 2 requests, its copy of the first two runs not counted.
+    counted = [
+        {"user_message_count": 1, "turn_count": 1, "assistant_message_count": 3, "total_tool_calls": 3,
+         "bash_call_count": 2, "tool_error_count": 1, "total_input_tokens": 5 * INPUT_TOKENS},
+        {"user_message_count": 1, "turn_count": 1, "assistant_message_count": 2, "total_tool_calls": 1,
+         "bash_call_count": 0, "tool_error_count": 0, "total_input_tokens": 2 * INPUT_TOKENS},
+    ]  # fmt: skip
+    assert [{k: payload[k] for k in hand} for payload, hand in zip(expected[1:], counted)] == counted
+    # Nothing counted twice, nothing lost: the two runs of the session add up to its whole transcript.
+    whole = session_summary(first.transcript, workspace.scratch)
+    assert {k: counts(expected[0])[k] + counts(expected[1])[k] for k in counts(whole)} == counts(whole)
+
+    def event_of(run, prompt_length: int):
+        found = [e for e in events if e["session_id"] == run.session_id and e["prompt_length"] == prompt_length]
+        assert len(found) == 1, events
+        return found[0]
+
+    assert in_order(events) == in_order(
+        [
+            expected_event(event_of(first, len(first_prompt)), first, "slash_command", "testkit:hello",
+                           len(first_prompt), user_id),
+            expected_event(event_of(resumed, len(resumed_prompt)), resumed, "slash_command", "testkit:hello",
+                           len(resumed_prompt), user_id),
+            expected_event(event_of(forked, 0), forked, "skill", "testkit:summarize", 0, user_id),
+        ]
+    )  # fmt: skip
+
+
+def test_compacted_session_counts_stay_exact(fake_api, endpoint, forwarder, workspace, tmp_path):
+    """`/compact` in a resumed run, then `--continue`: the compaction's summary is no prompt and no turn,
+    and the three runs' payloads add up to the whole transcript."""
+    fake_api.script = Script(
+        {
+            "check the build": [
+                tools(ToolCall("Bash", {"command": "echo building", "description": "Build"})),
+                tools(ToolCall("Bash", {"command": "exit 3", "description": "Fail on purpose"})),
+                text("The build failed once."),
+            ]
+        }
+    )
+    env = workspace.env(fake_api, forwarder.url)
+    runs, sizes = [run_claude("Please check the build", env, workspace.project)], [{}]
+    _assert_ok(runs[0])
+    sizes.append(file_sizes(runs[0].transcript))
+    for prompt, args in (("/compact", ["--resume", runs[0].session_id]), ("What next?", ["--continue"])):
+        run = run_claude(prompt, env, workspace.project, args=args)
+        _assert_ok(run)
+        runs.append(run)
+        sizes.append(file_sizes(runs[0].transcript))
+
+    assert {run.session_id for run in runs} == {runs[0].session_id}
+    assert any(json.loads(line).get("isCompactSummary") for line in runs[0].transcript.read_text().splitlines())
+    sessions = endpoint.wait_for("sessions", 3)
+    user_id = anonymous_id(workspace.state)
+    expected = [
+        expected_session(run, user_id, workspace.scratch,
+                         transcript=run_part(run.transcript, sizes[i], sizes[i + 1], tmp_path / f"run-{i}"))
+        for i, run in enumerate(runs)
+    ]  # fmt: skip
+    assert in_order(sessions) == in_order(expected)
+    compaction = expected[1]
+    assert (compaction["user_message_count"], compaction["turn_count"], compaction["assistant_message_count"]) == (
+        1, 0, 0  # the typed /compact is a prompt; its summary is not, and no assistant message answers it
+    )  # fmt: skip
+    whole = session_summary(runs[0].transcript, workspace.scratch)
+    assert {k: sum(counts(e)[k] for e in expected) for k in counts(whole)} == counts(whole)

@@ -72,6 +72,7 @@ def test_the_fanout_keeps_every_schema_key_except_the_high_cardinality_ones() ->
         schema.SESSION_ID,
         schema.USER_ID,
         schema.SESSION_EXIT_REASON,
+        schema.SESSION_SEGMENT,
         *schema.SESSION_AGGREGATE_ATTRIBUTES.values(),
     }
     redaction = load(FANOUT_CONFIG)["processors"]["redaction/bounded_cardinality"]

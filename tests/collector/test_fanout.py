@@ -107,7 +107,10 @@ def test_fanout_drops_high_cardinality_keys_on_its_branch_only(
     assert set(span_resource) == set(schema.RESOURCE_KEYS)
     assert span_attributes[schema.SESSION_EXIT_REASON] == "logout"
     assert not set(span_attributes) & set(schema.HIGH_CARDINALITY_KEYS)
-    assert set(span_attributes) <= set(schema.SESSION_AGGREGATE_ATTRIBUTES.values()) | {schema.SESSION_EXIT_REASON}
+    assert set(span_attributes) <= set(schema.SESSION_AGGREGATE_ATTRIBUTES.values()) | {
+        schema.SESSION_EXIT_REASON,
+        schema.SESSION_SEGMENT,
+    }
 
     # Prometheus again: the spanmetrics connector counts sessions (cumulative; its first point is 0).
     def session_counts() -> List[float]:
