@@ -1,5 +1,6 @@
-"""The exporter lock: whoever holds it is the one background exporter draining the spool.
+"""Exclusive file locks, held for a process's life and dropped by the OS when it dies.
 
+The exporter lock: whoever holds it is the one background exporter draining the spool.
 On POSIX a hook takes the lock and hands the open descriptor to the exporter it
 starts, so between them there is never a moment without an owner and bursts of
 hooks start one exporter, not fifty. Stdlib only: it runs on the hook's fast path.
@@ -16,8 +17,13 @@ def path(state_dir):
 
 
 def try_acquire(state_dir):
-    """An open descriptor holding the lock, or None when another process holds it."""
-    fd = os.open(path(state_dir), os.O_RDWR | os.O_CREAT, 0o600)
+    """An open descriptor holding the exporter lock, or None when another process holds it."""
+    return try_lock(path(state_dir))
+
+
+def try_lock(lock_path):
+    """An open descriptor holding the lock on this file, or None when another process holds it."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if _lock(fd):
             return fd

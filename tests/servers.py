@@ -34,6 +34,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         time.sleep(interval)
 
 
+def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -m otel_metrics.cli <args>` to its end: exit status, stdout and stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "otel_metrics.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def stop_process(proc: Optional[subprocess.Popen], sig: int = signal.SIGTERM) -> Optional[int]:
     """Signal a process, wait for it (killing it after STOP_SECONDS); its exit status, None if it never ran."""
     if proc is None:
@@ -49,11 +61,13 @@ def stop_process(proc: Optional[subprocess.Popen], sig: int = signal.SIGTERM) ->
 
 
 class ServerProcess:
-    """`python -m otel_metrics.cli <args>`; ready once it prints `listening on http://HOST:PORT`."""
+    """`python -m otel_metrics.cli <args>` (or `python <script> <args>`); ready once it prints
+    `listening on http://HOST:PORT`."""
 
-    def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None, script: str = "") -> None:
         self.args = list(args)
         self.env = env
+        self.program = [script] if script else ["-m", "otel_metrics.cli"]
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
         self.port = 0
@@ -64,7 +78,7 @@ class ServerProcess:
         self._lines = []
         ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_metrics.cli", *self.args],
+            [sys.executable, *self.program, *self.args],
             cwd=REPO,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -128,8 +142,14 @@ class ForwarderProcess(ServerProcess):
     """`otel-metrics forwarder`; .url (= .otlp_url) is the OTLP/HTTP base URL, restart() keeps the port."""
 
     def __init__(self, metrics_url: str, outbox: Path, args: Sequence[str], env: Optional[Dict[str, str]]) -> None:
+        self.outbox = outbox
         self.options = ["--metrics-url", metrics_url, "--outbox", str(outbox), *args]
         super().__init__(["forwarder", "--listen", "127.0.0.1:0", *self.options], env)
+
+    def exit_status(self, timeout: float = STOP_SECONDS) -> int:
+        """Wait for the process to leave by itself; its exit status."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     @property
     def otlp_url(self) -> str:
