@@ -50,6 +50,8 @@ class LegacySink:
         self.connections = 0
         self.keep_payloads = True
         self._lock = threading.Lock()
+        self._passed = threading.Condition(self._lock)
+        self._passing = 0  # requests being passed on to upstream
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._server: Optional[asyncio.AbstractServer] = None
@@ -62,13 +64,10 @@ class LegacySink:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def statuses(self) -> List[Optional[int]]:
-        with self._lock:
+        """The status of each answer so far, once those being passed on have theirs (None: hung)."""
+        with self._passed:
+            self._passed.wait_for(lambda: not self._passing, timeout=10)
             return [status for _, _, status in self.seen]
-
-    def payloads(self, path: str = "/events") -> List[Dict[str, Any]]:
-        """Payloads answered 2xx at this path, in arrival order."""
-        with self._lock:
-            return [p for target, p, status in self.seen if target.endswith(path) and status and status < 300]
 
     def close(self) -> None:
         if self._loop.is_running():
@@ -145,17 +144,28 @@ class LegacySink:
                 self.seen.append((target, payload, None))
             return None
         if reply is None and self.upstream:
-            status, content = await self._loop.run_in_executor(None, self._pass_on, target, body)
+            with self._lock:
+                self._passing += 1
+            try:
+                status, content = await self._loop.run_in_executor(None, self._pass_on, target, body)
+            except Exception:
+                with self._passed:
+                    self._passing -= 1
+                    self._passed.notify_all()
+                raise
         else:
             status = 200 if reply is None else reply.status
             content = json.dumps({"status": "stored"} if status < 300 else {"error": f"the sink says {status}"})
             content = content.encode()
         extra = f"Retry-After: {reply.retry_after}\r\n" if reply is not None and reply.retry_after else ""
-        with self._lock:
+        with self._passed:
             if self.keep_payloads:
                 self.seen.append((target, payload, status))
             if 200 <= status < 300 and isinstance(payload, dict) and "session_id" in payload:
                 self.answered_at[payload["session_id"]] = time.monotonic()
+            if reply is None and self.upstream:
+                self._passing -= 1
+                self._passed.notify_all()
         return status, content, extra
 
     def _pass_on(self, target: str, body: bytes) -> Tuple[int, bytes]:

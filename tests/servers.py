@@ -22,6 +22,22 @@ STOP_SECONDS = 15.0
 LISTENING = re.compile(r"^listening on (http://\S+:([0-9]+))$")
 
 
+# One sample line of the Prometheus text format: name{labels} value
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
+
+
+def prometheus_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` carrying these labels, in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        sample = SAMPLE.match(line)
+        if not sample or sample.group(1) != name:
+            continue
+        if all(f'{key}="{value}"' in (sample.group(2) or "") for key, value in labels.items()):
+            total += float(sample.group(3))
+    return total
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
     """The predicate's first truthy value; AssertionError when the deadline passes first."""
     deadline = time.monotonic() + timeout

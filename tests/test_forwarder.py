@@ -23,7 +23,8 @@ import requests
 from google.rpc.status_pb2 import Status
 from legacy_sink import LegacySink, Reply
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from servers import EndpointProcess, ForwarderProcess, run_cli, wait_for
+from otlp_sink import OtlpSink
+from servers import EndpointProcess, ForwarderProcess, prometheus_sum, run_cli, wait_for
 
 from otel_metrics.emit import OtlpSender, events_to_metrics
 from otel_metrics.model import Event, Session, SessionAggregates
@@ -458,3 +459,155 @@ def test_garbage_and_oversized_otlp_while_valid_traffic_flows(endpoint_server, f
     assert by_text(endpoint_server.events()) == by_text([event_payload(e) for batch in valid for e in batch])
     with loopback_http() as http:
         assert http.get(f"{forwarder.url}/healthz", timeout=10).status_code == 200
+
+
+# The process: one per outbox, its address, leaving when idle, health, its own metrics.
+
+
+def test_a_second_forwarder_on_the_same_outbox_refuses_to_start(
+    gate: LegacySink, endpoint_server, forwarder_server
+) -> None:
+    first = forwarder_server(gate.url)
+    second = run_cli("forwarder", "--listen", "127.0.0.1:0", "--metrics-url", gate.url, "--outbox", str(first.outbox))
+    assert second.returncode == 3
+    assert second.stderr == (
+        f"otel-metrics forwarder: the outbox {first.outbox} is in use by another forwarder (pid {first.proc.pid}); "
+        "stop it, or give this one its own --outbox\n"
+    )
+    assert post_metrics(first.url, SKILL).status_code == 200  # the first one goes on, its outbox untouched
+    wait_for(lambda: endpoint_server.events())
+    assert endpoint_server.events() == [event_payload(SKILL)]
+
+
+def test_an_address_in_use_is_a_clear_error(gate: LegacySink, tmp_path: Path) -> None:
+    taken = run_cli("forwarder", "--listen", f"127.0.0.1:{gate.port}", "--outbox", str(tmp_path / "outbox.sqlite"))
+    assert taken.returncode == 4
+    assert taken.stderr == f"otel-metrics forwarder: cannot listen on 127.0.0.1:{gate.port}: Address already in use\n"
+
+
+def test_the_address_file_names_the_port_and_goes_with_the_process(
+    endpoint_server: EndpointProcess, forwarder_server, tmp_path: Path
+) -> None:
+    address = tmp_path / "run" / "forwarder.json"
+    forwarder = forwarder_server(endpoint_server.url, args=["--address-file", str(address)])
+    assert json.loads(address.read_text()) == {"url": forwarder.url, "pid": forwarder.proc.pid}
+    assert address.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in address.parent.iterdir()] == ["forwarder.json"]  # no temporary left
+    assert forwarder.stop() == 0
+    assert not address.exists()
+
+
+def test_idle_exit_once_nothing_came_and_everything_is_delivered(
+    endpoint_server: EndpointProcess, forwarder_server, tmp_path: Path
+) -> None:
+    address = tmp_path / "forwarder.json"
+    forwarder = forwarder_server(endpoint_server.url, args=["--idle-exit", "1", "--address-file", str(address)])
+    assert post_metrics(forwarder.url, SKILL).status_code == 200
+    assert forwarder.exit_status(timeout=30) == 0
+    assert endpoint_server.events() == [event_payload(SKILL)]
+    assert "no OTLP request for 1 s and nothing to deliver: leaving" in forwarder.log()
+    assert not address.exists()
+
+
+def test_idle_exit_waits_for_a_failing_endpoint_to_take_everything(
+    gate: LegacySink, endpoint_server, forwarder_server
+) -> None:
+    down = [True]
+    gate.answer = lambda target, payload: 503 if down[0] else None
+    forwarder = forwarder_server(gate.url, args=["--idle-exit", "0.3"])
+    assert post_metrics(forwarder.url, SKILL).status_code == 200
+    started = time.monotonic()
+    wait_for(lambda: len(gate.seen) >= 5 and time.monotonic() - started > 1.5)  # idle long past 0.3 s, retrying
+    assert forwarder.proc.poll() is None
+    down[0] = False
+    assert forwarder.exit_status(timeout=30) == 0
+    assert endpoint_server.events() == [event_payload(SKILL)]
+
+
+def get(url: str) -> requests.Response:
+    with loopback_http() as http:
+        return http.get(url, timeout=10)
+
+
+def test_healthz_and_readyz(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+    down = [False]
+    gate.answer = lambda target, payload: 503 if down[0] else None
+    forwarder = forwarder_server(gate.url, args=["--max-outbox-items", "3"])
+    assert get(f"{forwarder.url}/healthz").status_code == 200
+    ready = get(f"{forwarder.url}/readyz")
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {
+            "ready": True,
+            "checks": {"accepting": "ok", "endpoint": "ok", "outbox_below_bound": "ok", "outbox_writable": "ok"},
+        },
+    )
+    down[0] = True
+    assert post_metrics(forwarder.url, *skills(3)).status_code == 200
+    not_ready = wait_for(
+        lambda: [r for r in [get(f"{forwarder.url}/readyz")] if "failing" in r.json()["checks"]["endpoint"]]
+    )[0]
+    assert not_ready.status_code == 503
+    assert not_ready.json()["ready"] is False
+    assert not_ready.json()["checks"]["outbox_below_bound"] == "full (3 payloads waiting)"
+    assert get(f"{forwarder.url}/healthz").status_code == 200  # it serves: only not ready
+    down[0] = False
+    wait_for(lambda: get(f"{forwarder.url}/readyz").status_code == 200)
+    assert get(f"{forwarder.url}/nothing").status_code == 404
+
+
+def test_its_own_metrics_for_prometheus(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+    once = iter([503])
+    gate.answer = lambda target, payload: 400 if payload.get("name") == "poison" else next(once, None)
+    forwarder = forwarder_server(gate.url, args=["--prometheus"])
+    assert post_metrics(forwarder.url, COMMAND, SKILL, POISON).status_code == 200
+    send(forwarder.otlp_url, sessions=[SESSION])
+    wait_for(lambda: len(endpoint_server.events()) == 2 and endpoint_server.sessions())
+    text = wait_for(
+        lambda: (lambda t: t if "otel_metrics_forwarder_delivery_duration_seconds_count" in t else None)(
+            get(f"{forwarder.url}/metrics").text
+        )
+    )
+    event, session = {"otel_metrics_payload_kind": "event"}, {"otel_metrics_payload_kind": "session"}
+    assert prometheus_sum(text, "otel_metrics_forwarder_payload_received_total", **event) == 3
+    assert prometheus_sum(text, "otel_metrics_forwarder_payload_received_total", **session) == 1
+    assert prometheus_sum(text, "otel_metrics_forwarder_payload_delivered_total", **event) == 2
+    assert prometheus_sum(text, "otel_metrics_forwarder_payload_delivered_total", **session) == 1
+    assert prometheus_sum(text, "otel_metrics_forwarder_payload_retried_total", error_type="503") == 1
+    assert (
+        prometheus_sum(text, "otel_metrics_forwarder_payload_dead_lettered_total", http_response_status_code="400") == 1
+    )
+    assert prometheus_sum(text, "otel_metrics_forwarder_delivery_duration_seconds_count") == 3
+    assert prometheus_sum(text, "http_client_request_duration_seconds_count") == 5
+    assert prometheus_sum(text, "otel_metrics_forwarder_outbox_size") == 0
+    assert prometheus_sum(text, "otel_metrics_forwarder_outbox_capacity") == 1_000_000
+    assert prometheus_sum(text, "otel_metrics_forwarder_dead_letter_size") == 1
+    assert prometheus_sum(text, "otel_metrics_forwarder_endpoint_available") == 1
+    assert prometheus_sum(text, "otel_metrics_forwarder_delivery_inflight") == 0
+
+
+def test_its_own_metrics_by_otlp(endpoint_server: EndpointProcess, forwarder_server) -> None:
+    sink = OtlpSink()
+    try:
+        env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200")
+        forwarder = forwarder_server(endpoint_server.url, args=["--telemetry-otlp", sink.url], env=env)
+        assert post_metrics(forwarder.url, SKILL).status_code == 200
+        wait_for(lambda: endpoint_server.events())
+
+        def names() -> set:
+            return {
+                m.name for r in sink.metrics for rm in r.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            }
+
+        wait_for(lambda: "otel_metrics.forwarder.payload.delivered" in names())
+        assert {
+            "otel_metrics.forwarder.payload.received",
+            "otel_metrics.forwarder.delivery.duration",
+            "otel_metrics.forwarder.outbox.size",
+            "otel_metrics.forwarder.outbox.capacity",
+            "http.client.request.duration",
+        } <= names()
+        resource = {kv.key: kv.value.string_value for kv in sink.metrics[-1].resource_metrics[0].resource.attributes}
+        assert resource["service.name"] == "otel-metrics-forwarder"
+    finally:
+        sink.stop()

@@ -117,8 +117,7 @@ class Telemetry:
         )
         meter.create_observable_gauge(
             f"{SCOPE}.endpoint.available",
-            [gauge(lambda: int(endpoint_available()))],
-            unit="1",
+            [gauge(lambda: int(endpoint_available()))],  # no unit "1": Prometheus would call it a ratio
             description="1 while deliveries reach the endpoint, 0 while its circuit is open (it is only probed)",
         )
 
