@@ -609,5 +609,6 @@ def test_its_own_metrics_by_otlp(endpoint_server: EndpointProcess, forwarder_ser
         } <= names()
         resource = {kv.key: kv.value.string_value for kv in sink.metrics[-1].resource_metrics[0].resource.attributes}
         assert resource["service.name"] == "otel-metrics-forwarder"
+        assert forwarder.stop() == 0
     finally:
         sink.stop()

@@ -174,7 +174,10 @@ class OtlpHandler(BaseHTTPRequestHandler):
             raise HttpError(400, str(error)) from error
         payloads = decoded.payloads()
         try:
-            self.server.outbox.add([(path, json.dumps(payload)) for path, payload in payloads])
+            texts: Dict[int, str] = {}  # n identical events share one payload: one JSON text
+            self.server.outbox.add(
+                [(path, texts.get(id(p)) or texts.setdefault(id(p), json.dumps(p))) for path, p in payloads]
+            )
         except OutboxUnavailable as error:
             log.error("answering 503 to %s: %s", signal.path, error)
             raise HttpError(503, str(error)) from error

@@ -28,6 +28,7 @@ KINDS = {"events": {KIND: "event"}, "sessions": {KIND: "session"}}
 # Seconds; the conventions' buckets for HTTP durations, then longer ones for payloads that waited out an outage.
 HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 DELIVERY_BUCKETS = [*HTTP_BUCKETS, 30, 60, 300, 900, 3600]
+SHUTDOWN_MILLIS = 2000
 
 
 class PrometheusUnavailable(Exception):
@@ -152,7 +153,8 @@ def enabled(prometheus: bool, otlp_url: Optional[str]) -> Telemetry:
         readers.append(PeriodicExportingMetricReader(exporter))
     resource = Resource.create({"service.name": "otel-metrics-forwarder", "service.version": __version__})
     provider = MeterProvider(metric_readers=readers, resource=resource)
-    return Telemetry(provider.get_meter(SCOPE, __version__), provider.shutdown)
+    # At exit, a last export gets a short while: a telemetry backend that is down must not hold the exit.
+    return Telemetry(provider.get_meter(SCOPE, __version__), lambda: provider.shutdown(timeout_millis=SHUTDOWN_MILLIS))
 
 
 def prometheus_text(accept: str) -> Tuple[bytes, str]:
