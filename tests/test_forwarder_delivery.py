@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import io
 
 import pytest
 
 from otel_metrics.backoff import Backoff
 from otel_metrics.forwarder.delivery import CIRCUIT_THRESHOLD, DELIVERED, REFUSED, RETRY, Circuit, outcome_of
-from otel_metrics.forwarder.http_client import Answer, target_for
+from otel_metrics.forwarder.http_client import Answer, read_answer, target_for
 
 NO_JITTER = Backoff(initial=1.0, maximum=8.0, jitter=0.0)
 
@@ -94,3 +96,43 @@ def test_https_is_verified_and_other_schemes_are_refused() -> None:
     assert target.tls.check_hostname
     with pytest.raises(ValueError, match="http:// or https://"):
         target_for("ftp://metrics.example/upload")
+
+
+def answer_to(raw: bytes) -> tuple:
+    reader = io.BufferedReader(io.BytesIO(raw))
+    answer, keep_alive = read_answer(reader)
+    return answer, keep_alive, reader.read()  # and what is left for the next answer
+
+
+def test_answers_delimited_by_length_chunks_or_the_end_of_the_connection() -> None:
+    assert answer_to(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nRetry-After: 7\r\n\r\n{}HTTP/1.1 ...") == (
+        Answer(200, b"{}", "7"), True, b"HTTP/1.1 ...",
+    )  # fmt: skip
+    chunked = (
+        b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nbusy\r\n3\r\n!!!\r\n0\r\nT: v\r\n\r\nnext"
+    )
+    assert answer_to(chunked) == (Answer(503, b"busy!!!", None), True, b"next")
+    assert answer_to(b"HTTP/1.1 400 Bad\r\nConnection: close\r\n\r\nno length") == (
+        Answer(400, b"no length", None), False, b"",
+    )  # fmt: skip
+    assert answer_to(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")[1] is False
+    assert answer_to(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")[1] is True
+    assert answer_to(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n") == (
+        Answer(204, b"", None), True, b"",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"", http.client.RemoteDisconnected),
+        (b"SMTP ready\r\n\r\n", http.client.BadStatusLine),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", http.client.HTTPException),
+    ],
+)
+def test_answers_that_are_not_http_are_errors(raw: bytes, error: type) -> None:
+    with pytest.raises(error):
+        answer_to(raw)
