@@ -37,7 +37,10 @@ from collector_harness import BASE_CONFIG, BINARY, CollectorProcess  # noqa: E40
 from collector_throughput import request_bodies  # noqa: E402
 from servers import ForwarderProcess, ServerProcess, wait_for  # noqa: E402
 
+from otel_metrics.forwarder.http_client import Connection, target_for  # noqa: E402
+
 SENDERS = 4  # keep-alive connections posting OTLP at once
+MANY_SENDERS = 16  # a gateway forwarder's many exporters: acknowledged requests then share commits
 WORKERS = 10  # the forwarder's default
 SLOW_SECONDS = 0.05
 PACED_RATE = 500.0  # events/s
@@ -98,10 +101,28 @@ def send_all(url: str, path: str, bodies: Sequence[bytes], headers: Dict[str, st
 
 
 def sink_capacity(sink_url: str, count: int) -> float:
-    """Requests/s the sink answers to WORKERS keep-alive connections posting a legacy payload each."""
+    """Requests/s the sink answers to WORKERS threads posting a legacy payload each over keep-alive
+    connections, with the forwarder's own HTTP client (so only the forwarder's other work differs)."""
     body = json.dumps({"session_id": "capacity", "name": "bench:capacity"}).encode()
+    target = target_for(sink_url)
+    left = iter(range(count))
+    lock = threading.Lock()
+
+    def run() -> None:
+        connection = Connection(target, 5.0, 60.0)
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    break
+            connection.post("events", body)
+        connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(WORKERS)]
     started = time.monotonic()
-    send_all(sink_url, "/events", [body] * count, {"Content-Type": "application/json"}, WORKERS)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return count / (time.monotonic() - started)
 
 
@@ -137,8 +158,9 @@ def peak_rss_mb(pid: int) -> float:
 class Run:
     """One measured load: its events, when each request went out, and the results once the sink has all."""
 
-    def __init__(self, name: str, events: int, per_request: int) -> None:
+    def __init__(self, name: str, events: int, per_request: int, senders: int = SENDERS) -> None:
         self.name = name
+        self.senders = senders
         self.events = events
         self.per_request = per_request
         self.bodies = request_bodies(events, per_request, name)
@@ -150,7 +172,7 @@ class Run:
         cpu_before = cpu_seconds(forwarder_pid)
         started = time.monotonic()
         bodies_per_second = rate / self.per_request if rate else None
-        send_all(target_url, "/v1/metrics", self.bodies, PROTOBUF, SENDERS, self.sent_at, bodies_per_second)
+        send_all(target_url, "/v1/metrics", self.bodies, PROTOBUF, self.senders, self.sent_at, bodies_per_second)
         prefix = f"{self.name}-"
         wait_for(lambda: sum(key.startswith(prefix) for key in answered(sink_url)) >= self.events, timeout, 0.2)
         done = answered(sink_url)
@@ -200,27 +222,21 @@ def main() -> None:
                 started.append(process)
                 return process.start()
 
-            plan = [
-                ("immediate", 1, args.events),
-                ("immediate", 100, args.events),
-                ("50 ms", 1, args.slow_events),
-                ("50 ms", 100, args.slow_events),
+            plan = [  # sink, events per request, senders, events
+                ("immediate", 1, SENDERS, args.events),
+                ("immediate", 1, MANY_SENDERS, args.events),
+                ("immediate", 100, SENDERS, args.events),
+                ("50 ms", 1, SENDERS, args.slow_events),
+                ("50 ms", 100, SENDERS, args.slow_events),
             ]
-            for sink, per_request, events in plan:
-                label = f"{sink.split()[0]}-{per_request}"
+            for sink, per_request, senders, events in plan:
+                label = f"{sink.split()[0]}-{per_request}-{senders}"
                 forwarder = forwarder_to(sink, label)
-                result = Run(label, events, per_request).measure(
+                result = Run(label, events, per_request, senders).measure(
                     forwarder.proc.pid, forwarder.url, sinks[sink], args.timeout
                 )
-                rows.append(
-                    (
-                        f"forwarder, {per_request} ev/request",
-                        sink,
-                        capacity[sink],
-                        result,
-                        peak_rss_mb(forwarder.proc.pid),
-                    )
-                )
+                path = f"forwarder, {per_request} ev/request" + (f", {senders} senders" if senders != SENDERS else "")
+                rows.append((path, sink, capacity[sink], result, peak_rss_mb(forwarder.proc.pid)))
                 forwarder.stop()
 
             paced_events = int(PACED_RATE * args.paced_seconds)

@@ -1,10 +1,10 @@
 """Keep-alive HTTP/1.1 connections to the metrics endpoint, pooled for the delivery workers.
 
-Not requests: posting is the forwarder's hot loop, and requests costs about four
-times the CPU per POST (docs/scaling.md). What requests gave us is kept: a remote endpoint is reached
-through HTTP(S)_PROXY unless NO_PROXY names it, a loopback one never is, and TLS
-is verified against certifi's CA bundle (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
-replace it, as for requests).
+Not requests: posting is the forwarder's hot loop, and a POST through requests
+costs some twenty times the CPU of one here (docs/scaling.md). What requests gave
+us is kept: a remote endpoint is reached through HTTP(S)_PROXY unless NO_PROXY
+names it, a loopback one never is, and TLS is verified against certifi's CA
+bundle (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace it, as for requests).
 """
 
 from __future__ import annotations

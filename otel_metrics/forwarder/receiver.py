@@ -53,6 +53,7 @@ Checks = Dict[str, str]  # readiness check -> "ok" or what is wrong
 
 class OtlpServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: many exporters may connect at once (socketserver's is 5)
 
     def __init__(
         self,
