@@ -612,3 +612,16 @@ def test_its_own_metrics_by_otlp(endpoint_server: EndpointProcess, forwarder_ser
         assert forwarder.stop() == 0
     finally:
         sink.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metrics-url", "ftp://metrics.example/upload"], "the metrics URL must be http:// or https://"),
+        (["--retry-initial", "5", "--retry-max", "1"], "backoff bounds must be 0 < initial <= maximum"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(tmp_path: Path, args: List[str], message: str) -> None:
+    refused = run_cli("forwarder", "--listen", "127.0.0.1:0", "--outbox", str(tmp_path / "outbox.sqlite"), *args)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"otel-metrics forwarder: {message}")
