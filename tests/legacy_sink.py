@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import threading
 import time
@@ -41,8 +42,9 @@ Answer = Union[None, int, Reply]
 
 
 class LegacySink:
-    def __init__(self, upstream: str = "", delay: float = 0.0) -> None:
+    def __init__(self, upstream: str = "", delay: float = 0.0, tls: Optional[ssl.SSLContext] = None) -> None:
         self.upstream = upstream
+        self.tls = tls
         self.answer: Callable[[str, Dict[str, Any]], Answer] = lambda target, payload: None
         self.delay = delay  # for every request, before the scripted answer
         self.seen: List[Tuple[str, Dict[str, Any], Optional[int]]] = []  # (target, payload, status); None: hung
@@ -61,7 +63,7 @@ class LegacySink:
         self._started.wait(10)
         assert self._server is not None, "the sink did not start"
         self.port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     def statuses(self) -> List[Optional[int]]:
         """The status of each answer so far, once those being passed on have theirs (None: hung)."""
@@ -90,7 +92,7 @@ class LegacySink:
 
     async def _start(self) -> None:
         self._stopping = asyncio.Event()
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=REQUEST_HEAD_LIMIT)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=REQUEST_HEAD_LIMIT, ssl=self.tls)
 
     def _stop(self) -> None:
         self._stopping.set()

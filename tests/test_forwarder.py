@@ -10,13 +10,15 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import requests
@@ -625,3 +627,40 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path, args: List[str], 
     refused = run_cli("forwarder", "--listen", "127.0.0.1:0", "--outbox", str(tmp_path / "outbox.sqlite"), *args)
     assert refused.returncode == 2
     assert refused.stderr.startswith(f"otel-metrics forwarder: {message}")
+
+
+@pytest.fixture
+def tls_sink(tmp_path: Path) -> Iterator[Tuple[LegacySink, Path]]:
+    """A LegacySink on HTTPS with a certificate for 127.0.0.1 made here (openssl), and that certificate."""
+    if not shutil.which("openssl"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl is required under CI=true to test delivery over TLS")
+        pytest.skip("openssl is not installed: it makes the test's certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sink = LegacySink(tls=context)
+    yield sink, cert
+    sink.close()
+
+
+def test_delivery_over_tls_verifies_the_endpoint(tls_sink: Tuple[LegacySink, Path], forwarder_server) -> None:
+    sink, cert = tls_sink
+    trusting = dict(os.environ, REQUESTS_CA_BUNDLE=str(cert))
+    forwarder = forwarder_server(sink.url, args=["--workers", "1"], env=trusting)
+    for events in ([COMMAND], [SKILL]):  # the second over the same connection
+        assert post_metrics(forwarder.url, *events).status_code == 200
+    wait_for(lambda: len(sink.statuses()) == 2)
+    assert [payload for _, payload, _ in sink.seen] == [event_payload(COMMAND), event_payload(SKILL)]
+    assert sink.connections == 1
+
+    untrusting = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    doubter = forwarder_server(sink.url, env=untrusting)
+    assert post_metrics(doubter.url, POISON).status_code == 200
+    wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in doubter.log())
+    assert len(sink.seen) == 2  # nothing was sent to an endpoint it could not verify

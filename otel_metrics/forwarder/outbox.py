@@ -234,6 +234,7 @@ class Outbox:
                     self._taking.executemany(sql, rows)
                     if then is not None:
                         self._taking.executemany(*then)
+                self.write_error = None
             except sqlite3.Error as error:
                 # The payload stays in the outbox: sent again after a restart, a duplicate, never a loss.
                 self.write_error = str(error)
