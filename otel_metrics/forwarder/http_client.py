@@ -76,7 +76,7 @@ def _proxy_for(scheme: str, host: str) -> Optional[Tuple[str, int, Dict[str, str
 def _tls_context() -> ssl.SSLContext:
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if not bundle:
-        import certifi  # requests' own CA bundle, installed with it
+        import certifi  # the CA bundle requests uses too
 
         bundle = certifi.where()
     return ssl.create_default_context(cafile=bundle)
