@@ -45,9 +45,20 @@ def server_state_dir() -> str:
 
 # forwarder
 
+# Exit statuses of `otel-metrics forwarder` (0: stopped by SIGTERM/SIGINT or --idle-exit; 2: bad usage).
+EXIT_OUTBOX_IN_USE = config.FORWARDER_EXIT_OUTBOX_IN_USE  # another forwarder holds the outbox
+EXIT_CANNOT_LISTEN = 4  # the address is taken or not ours
+
 
 def add_forwarder(commands: Any) -> None:
-    parser = commands.add_parser("forwarder", help="receive OTLP/HTTP and post legacy payloads to the metrics URL")
+    parser = commands.add_parser(
+        "forwarder",
+        help="receive OTLP/HTTP and post legacy payloads to the metrics URL",
+        description="Receive OTLP/HTTP and post legacy payloads to <metrics-url>/events and /sessions. "
+        f"Exit status: 0 when stopped (SIGTERM, SIGINT, --idle-exit), 2 for bad usage, "
+        f"{EXIT_OUTBOX_IN_USE} when another forwarder uses the outbox, {EXIT_CANNOT_LISTEN} when the address "
+        "cannot be listened on.",
+    )
     parser.add_argument(
         "--listen", type=listen_address, default=config.DEFAULT_FORWARDER_LISTEN, help="HOST:PORT (%(default)s)"
     )
@@ -57,47 +68,136 @@ def add_forwarder(commands: Any) -> None:
         help=f"base URL of /events and /sessions (${config.ENV_METRICS_URL}, else the production URL)",
     )
     parser.add_argument("--outbox", default=None, help=f"SQLite outbox file (<state dir>/{OUTBOX_FILE})")
-    # Unset tuning options keep the forwarder's own defaults (not imported here: it is slow to import).
-    parser.add_argument("--max-body-bytes", type=int, help="answer 413 above this request size (20 MiB)")
-    parser.add_argument("--max-outbox-items", type=int, help="answer 503 while this many wait (1000000)")
-    parser.add_argument("--retry-initial", type=float, help="first delivery retry delay, seconds (0.5)")
-    parser.add_argument("--retry-max", type=float, help="longest delivery retry delay, seconds (60)")
     parser.add_argument(
-        "--address-file", help="once listening, write {url, pid, metrics_url} here as JSON; removed on exit"
+        "--address-file",
+        default=None,
+        help='once listening, write {"url": ..., "pid": ...} here (0600); removed on a clean exit',
     )
     parser.add_argument(
         "--idle-exit",
-        type=float,
+        type=positive_number,
+        default=None,
         metavar="SECONDS",
-        help="leave once no request came for this long and the outbox is empty",
+        help="leave once no OTLP request came for this long and the outbox is empty",
+    )
+    # Unset tuning options keep the forwarder's own defaults (not imported here: it is slow to import).
+    parser.add_argument("--max-body-bytes", type=int, help="answer 413 above this request size (20 MiB)")
+    parser.add_argument("--max-outbox-items", type=int, help="answer 503 while this many wait (1000000)")
+    parser.add_argument("--workers", type=positive_int, help="POSTs in flight to the endpoint at most (10)")
+    parser.add_argument("--timeout", type=positive_number, help="seconds for each read or write of a POST (10)")
+    parser.add_argument("--retry-initial", type=positive_number, help="first delivery retry delay, seconds (0.5)")
+    parser.add_argument("--retry-max", type=positive_number, help="longest delivery retry delay, seconds (60)")
+    parser.add_argument(
+        "--shutdown-timeout", type=float, default=10.0, help="seconds the POSTs in flight get at SIGTERM (%(default)s)"
+    )
+    parser.add_argument("--prometheus", action="store_true", help="serve the forwarder's own metrics at GET /metrics")
+    parser.add_argument(
+        "--telemetry-otlp", metavar="URL", help="export the forwarder's own metrics by OTLP/HTTP to URL"
     )
     parser.add_argument("--verbose", action="store_true", help=f"debug logging (also ${config.ENV_VERBOSE})")
     parser.set_defaults(run=run_forwarder)
 
+    commands_of_forwarder = parser.add_subparsers(dest="forwarder_command", metavar="{dead-letters}")
+    dead = commands_of_forwarder.add_parser(
+        "dead-letters", help="list the payloads the endpoint refused for good; --replay resends them"
+    )
+    # SUPPRESS: an option given before `dead-letters` is not reset by this parser's default.
+    dead.add_argument("--outbox", default=argparse.SUPPRESS, help=f"SQLite outbox file (<state dir>/{OUTBOX_FILE})")
+    dead.add_argument("--metrics-url", default=argparse.SUPPRESS, help="where --replay posts (as the forwarder)")
+    dead.add_argument("--replay", action="store_true", help="post them again; those accepted leave the list")
+    dead.add_argument("--json", action="store_true", help="one JSON object per line, payload included")
+    dead.set_defaults(run=run_dead_letters)
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _outbox_path(args: argparse.Namespace) -> str:
+    return args.outbox or os.path.join(server_state_dir(), OUTBOX_FILE)
+
+
+def _metrics_url(args: argparse.Namespace) -> str:
+    return (args.metrics_url or config.metrics_url()).rstrip("/")
+
 
 def run_forwarder(args: argparse.Namespace) -> int:
-    from .forwarder import Forwarder, OutboxLocked
+    from . import address_file
+    from .forwarder import Forwarder
+    from .forwarder.outbox import OutboxInUse
+    from .forwarder.telemetry import PrometheusUnavailable, enabled
 
     _configure_logging(args.verbose)
-    metrics_url = (args.metrics_url or config.metrics_url()).rstrip("/")
-    outbox = args.outbox or os.path.join(server_state_dir(), OUTBOX_FILE)
-    tuning = ("max_body_bytes", "max_outbox_items", "retry_initial", "retry_max")
+    log = logging.getLogger("otel_metrics.forwarder")
+    metrics_url = _metrics_url(args)
+    outbox = _outbox_path(args)
+    tuning = ("max_body_bytes", "max_outbox_items", "workers", "timeout", "retry_initial", "retry_max")
     options = {name: getattr(args, name) for name in tuning if getattr(args, name) is not None}
     host, port = args.listen
     try:
-        forwarder = Forwarder(host, port, metrics_url, outbox, **options)
-    except OutboxLocked as error:
-        print(f"otel-metrics forwarder: {error}; not starting a second one", file=sys.stderr)
-        return config.FORWARDER_EXIT_OUTBOX_LOCKED
-    logging.getLogger("otel_metrics.forwarder").info(
-        "forwarding to %s/{events,sessions}; outbox %s (%d waiting)", metrics_url, outbox, len(forwarder.outbox)
-    )
+        if args.prometheus or args.telemetry_otlp:
+            options["telemetry"] = enabled(args.prometheus, args.telemetry_otlp)
+        forwarder = Forwarder(host, port, metrics_url, outbox, prometheus=args.prometheus, **options)
+    except PrometheusUnavailable as error:
+        print(f"otel-metrics forwarder: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # a metrics URL or retry bounds that cannot work
+        print(f"otel-metrics forwarder: {error}", file=sys.stderr)
+        return 2
+    except OutboxInUse as error:
+        print(f"otel-metrics forwarder: {error}", file=sys.stderr)
+        return EXIT_OUTBOX_IN_USE
+    except OSError as error:
+        print(f"otel-metrics forwarder: cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    log.info("forwarding to %s/{events,sessions}; outbox %s (%d waiting)", metrics_url, outbox, len(forwarder.outbox))
+    stopping = _stop_on_signals()
+    forwarder.start()
+    url = _announce(forwarder.address, args.address_file, {"metrics_url": metrics_url})
+    try:
+        while not stopping.wait(0.2):  # a timed wait: signals interrupt it on every platform
+            if args.idle_exit is not None and forwarder.idle_seconds() >= args.idle_exit:
+                log.info("no OTLP request for %.0f s and nothing to deliver: leaving", args.idle_exit)
+                break
+        forwarder.stop(args.shutdown_timeout)
+    finally:
+        if args.address_file:
+            address_file.remove(args.address_file, os.getpid())
+    log.debug("forwarder at %s stopped", url)
+    return 0
 
-    def idle() -> bool:
-        return bool(args.idle_exit) and forwarder.is_idle(args.idle_exit)
 
-    address = {"url": _url(forwarder.address), "pid": os.getpid(), "metrics_url": metrics_url}
-    return _serve_until_signalled(forwarder.start, forwarder.stop, forwarder.address, args.address_file, address, idle)
+def run_dead_letters(args: argparse.Namespace) -> int:
+    from .forwarder import dead_letters
+    from .forwarder.outbox import DeadLetters
+
+    outbox = _outbox_path(args)
+    if not os.path.exists(outbox):
+        print(f"0 dead letters: no outbox at {outbox}")
+        return 0
+    store = DeadLetters(outbox)
+    try:
+        if args.replay:
+            return 0 if dead_letters.replay(store, _metrics_url(args), sys.stdout) else 1
+        if args.json:
+            dead_letters.show_json(store.list(), sys.stdout)
+        else:
+            dead_letters.show(store.list(), outbox, sys.stdout)
+        return 0
+    finally:
+        store.close()
 
 
 # endpoint
@@ -166,15 +266,17 @@ def add_doctor(commands: Any) -> None:
 # Servers: run until SIGTERM or SIGINT.
 
 
-def _serve_until_signalled(
-    start: Callable[[], None],
-    stop: Callable[[], None],
-    address: Tuple[str, int],
-    address_file: Optional[str] = None,
-    published: Optional[Dict[str, Any]] = None,
-    done: Optional[Callable[[], bool]] = None,
-) -> int:
-    """Serve until SIGTERM or SIGINT (or until `done()`); publish `published` in address_file meanwhile."""
+def _serve_until_signalled(start: Callable[[], None], stop: Callable[[], None], address: Tuple[str, int]) -> int:
+    stopping = _stop_on_signals()
+    start()
+    _announce(address)
+    while not stopping.wait(0.2):  # a timed wait: signals interrupt it on every platform
+        pass
+    stop()
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -182,36 +284,22 @@ def _serve_until_signalled(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    start()
-    if address_file:
-        _write_private_json(address_file, published or {"url": _url(address), "pid": os.getpid()})
-    print(f"listening on {_url(address)}", file=sys.stderr, flush=True)  # tests wait for this line
-    try:
-        while not stopping.wait(0.2):  # a timed wait: signals interrupt it on every platform
-            if done is not None and done():
-                break
-    finally:
-        if address_file:
-            try:
-                os.unlink(address_file)
-            except OSError:
-                pass
-    stop()
-    return 0
+    return stopping
 
 
-def _url(address: Tuple[str, int]) -> str:
-    host, port = address[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _announce(
+    address: Tuple[str, int], address_path: Optional[str] = None, details: Optional[Dict[str, Any]] = None
+) -> str:
+    """Say where the server listens: the address file if asked for, then stderr (tests wait for this line)."""
+    from . import address_file
 
-
-def _write_private_json(path: str, document: Dict[str, Any]) -> None:
-    """Write whole, then rename: a reader never sees half of it."""
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(document, f)
-    os.replace(temp, path)
+    host, port = address
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}"
+    if address_path:
+        address_file.write(address_path, url, os.getpid(), details)
+    print(f"listening on {url}", file=sys.stderr, flush=True)
+    return url
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -27,7 +27,7 @@ DEFAULT_METRICS_URL = "https://us-central1-openshift-ci-data-analysis.cloudfunct
 DEFAULT_FORWARDER_LISTEN = "127.0.0.1:4318"
 DEFAULT_ENDPOINT_LISTEN = "127.0.0.1:8080"
 # `otel-metrics forwarder` exits with this when another forwarder holds its outbox.
-FORWARDER_EXIT_OUTBOX_LOCKED = 3
+FORWARDER_EXIT_OUTBOX_IN_USE = 3
 # An OTLP endpoint of this value means "none": deliver through the embedded forwarder, even
 # where a configuration file further down the order names a collector.
 EMBEDDED = "embedded"

@@ -1,5 +1,6 @@
-"""Process locks; above all the exporter lock: whoever holds it is the one background exporter draining the spool.
+"""Exclusive file locks, held for a process's life and dropped by the OS when it dies.
 
+The exporter lock: whoever holds it is the one background exporter draining the spool.
 On POSIX a hook takes the lock and hands the open descriptor to the exporter it
 starts, so between them there is never a moment without an owner and bursts of
 hooks start one exporter, not fifty. Stdlib only: it runs on the hook's fast path.
@@ -21,7 +22,7 @@ def try_acquire(state_dir):
 
 
 def try_lock(lock_path):
-    """An open descriptor holding an exclusive lock on lock_path, or None when another process holds it."""
+    """An open descriptor holding the lock on this file, or None when another process holds it."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if _lock(fd):

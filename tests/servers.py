@@ -22,6 +22,22 @@ STOP_SECONDS = 15.0
 LISTENING = re.compile(r"^listening on (http://\S+:([0-9]+))$")
 
 
+# One sample line of the Prometheus text format: name{labels} value
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
+
+
+def prometheus_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` carrying these labels, in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        sample = SAMPLE.match(line)
+        if not sample or sample.group(1) != name:
+            continue
+        if all(f'{key}="{value}"' in (sample.group(2) or "") for key, value in labels.items()):
+            total += float(sample.group(3))
+    return total
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
     """The predicate's first truthy value; AssertionError when the deadline passes first."""
     deadline = time.monotonic() + timeout
@@ -32,6 +48,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout} s: {getattr(predicate, '__name__', predicate)}")
         time.sleep(interval)
+
+
+def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -m otel_metrics.cli <args>` to its end: exit status, stdout and stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "otel_metrics.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def stop_process(proc: Optional[subprocess.Popen], sig: int = signal.SIGTERM) -> Optional[int]:
@@ -49,11 +77,13 @@ def stop_process(proc: Optional[subprocess.Popen], sig: int = signal.SIGTERM) ->
 
 
 class ServerProcess:
-    """`python -m otel_metrics.cli <args>`; ready once it prints `listening on http://HOST:PORT`."""
+    """`python -m otel_metrics.cli <args>` (or `python <script> <args>`); ready once it prints
+    `listening on http://HOST:PORT`."""
 
-    def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None, script: str = "") -> None:
         self.args = list(args)
         self.env = env
+        self.program = [script] if script else ["-m", "otel_metrics.cli"]
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
         self.port = 0
@@ -64,7 +94,7 @@ class ServerProcess:
         self._lines = []
         ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_metrics.cli", *self.args],
+            [sys.executable, *self.program, *self.args],
             cwd=REPO,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -128,8 +158,14 @@ class ForwarderProcess(ServerProcess):
     """`otel-metrics forwarder`; .url (= .otlp_url) is the OTLP/HTTP base URL, restart() keeps the port."""
 
     def __init__(self, metrics_url: str, outbox: Path, args: Sequence[str], env: Optional[Dict[str, str]]) -> None:
+        self.outbox = outbox
         self.options = ["--metrics-url", metrics_url, "--outbox", str(outbox), *args]
         super().__init__(["forwarder", "--listen", "127.0.0.1:0", *self.options], env)
+
+    def exit_status(self, timeout: float = STOP_SECONDS) -> int:
+        """Wait for the process to leave by itself; its exit status."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     @property
     def otlp_url(self) -> str:

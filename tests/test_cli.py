@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+from servers import run_cli
 
 from otel_metrics.cli import listen_address
 from otel_metrics.payloads import SESSION_COUNT_KEYS, format_timestamp, mac
@@ -19,13 +18,7 @@ USER = "550e8400-e29b-41d4-a716-446655440000"
 
 
 def session_summary(transcript: Path, state: Path, *args: str) -> Dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "otel_metrics.cli", "session-summary", str(transcript), *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, CLAUDE_METRICS_DIR=str(state)),
-        timeout=60,
-    )
+    result = run_cli("session-summary", str(transcript), *args, env=dict(os.environ, CLAUDE_METRICS_DIR=str(state)))
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == json.dumps(json.loads(result.stdout), sort_keys=True, indent=2) + "\n"
     return json.loads(result.stdout)

@@ -11,7 +11,6 @@ once idle with an empty outbox. The exporter starts it again when it is needed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ import sys
 import time
 from typing import Dict, Mapping, Optional
 
-from .. import config
+from .. import address_file, config
 
 log = logging.getLogger("otel_metrics.exporter")
 
@@ -40,14 +39,12 @@ def directory(state: str) -> str:
 
 def running(state: str) -> Optional[Dict[str, object]]:
     """The published address of a live local forwarder: {"url", "pid", "metrics_url"}, or None."""
+    address = address_file.read(os.path.join(directory(state), ADDRESS_FILE))
+    if address is None:
+        return None
     try:
-        with open(os.path.join(directory(state), ADDRESS_FILE), encoding="utf-8") as f:
-            address = json.load(f)
-        pid = address["pid"]
-        if not isinstance(address["url"], str) or not isinstance(pid, int):
-            return None
-        os.kill(pid, 0)  # gone (killed, rebooted) leaves a stale file behind
-    except (OSError, ValueError, KeyError, TypeError):
+        os.kill(address["pid"], 0)  # gone (killed, rebooted) leaves a stale file behind
+    except OSError:
         return None
     return address
 
@@ -106,7 +103,7 @@ class LocalForwarder:
             if address is not None:
                 return str(address["url"])
             status = proc.poll()
-            if status is not None and status != config.FORWARDER_EXIT_OUTBOX_LOCKED:
+            if status is not None and status != config.FORWARDER_EXIT_OUTBOX_IN_USE:
                 log.error("the local forwarder exited with status %s; see %s", status, log_path)
                 return None
             time.sleep(0.05)  # refused as a second one: another one is starting; its address comes soon

@@ -1,25 +1,37 @@
 """The forwarder: OTLP/HTTP in, legacy JSON payloads out to <metrics-url>/events and /sessions.
 
-receiver.py answers OTLP exporters (the collector), decode.py turns OTLP into
-events and sessions, outbox.py keeps their payloads durably, delivery.py posts them.
+receiver.py answers OTLP exporters (the collector) and health checks, decode.py
+turns OTLP into events and sessions, outbox.py keeps their payloads durably,
+delivery.py posts them (http_client.py: one keep-alive connection per worker),
+dead_letters.py lists and replays what the endpoint refused, telemetry.py
+counts it all.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from typing import Optional
 
-from .delivery import DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, Delivery
-from .outbox import DEFAULT_MAX_ITEMS, Outbox, OutboxLocked
-from .receiver import DEFAULT_MAX_BODY_BYTES, OtlpServer
+from ..backoff import Backoff
+from .delivery import DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_WORKERS, Delivery
+from .outbox import DEFAULT_MAX_ITEMS, Outbox
+from .receiver import DEFAULT_MAX_BODY_BYTES, Checks, OtlpServer
+from .telemetry import Telemetry, disabled
 
-__all__ = ["Forwarder", "OutboxLocked"]
+log = logging.getLogger(__name__)
 
 SHUTDOWN_POLL_SECONDS = 0.1  # how long stop() may wait for the accept loop to notice
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0  # seconds for the POSTs in flight at SIGTERM
 
 
 class Forwarder:
-    """Receiver + outbox + delivery worker; start() returns once it is listening."""
+    """Receiver + outbox + delivery workers; start() returns once it is listening.
+
+    Raises OutboxInUse when another process holds the outbox, OSError when the
+    address cannot be bound.
+    """
 
     def __init__(
         self,
@@ -31,14 +43,29 @@ class Forwarder:
         max_outbox_items: int = DEFAULT_MAX_ITEMS,
         retry_initial: float = DEFAULT_RETRY_INITIAL,
         retry_max: float = DEFAULT_RETRY_MAX,
+        workers: int = DEFAULT_WORKERS,
+        timeout: float = DEFAULT_TIMEOUT,
+        telemetry: Optional[Telemetry] = None,
+        prometheus: bool = False,
     ) -> None:
+        self.telemetry = telemetry or disabled()
         self.outbox = Outbox(outbox_path, max_items=max_outbox_items)
         try:
-            self.server = OtlpServer(host, port, self.outbox, max_body_bytes)
-        except OSError:
+            backoff = Backoff(initial=retry_initial, maximum=retry_max)
+            self.delivery = Delivery(self.outbox, metrics_url, self.telemetry, workers, backoff, timeout)
+            self.server = OtlpServer(
+                host, port, self.outbox, max_body_bytes, self.telemetry, self.readiness, prometheus
+            )
+        except BaseException:
             self.outbox.close()
             raise
-        self.delivery = Delivery(self.outbox, metrics_url, retry_initial, retry_max)
+        self.telemetry.observe(
+            outbox_size=lambda: len(self.outbox),
+            outbox_capacity=max_outbox_items,
+            oldest_received=self.outbox.oldest_received,
+            dead_letters=self.outbox.dead_letter_count,
+            endpoint_available=lambda: self.delivery.circuit.closed,
+        )
         self._serving = threading.Thread(
             target=self.server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,), name="otlp-receiver", daemon=True
         )
@@ -47,17 +74,44 @@ class Forwarder:
     def address(self) -> tuple:
         return self.server.server_address[:2]
 
-    def is_idle(self, seconds: float) -> bool:
-        """No OTLP request for this long, and nothing left to deliver."""
-        return time.monotonic() - self.server.last_request >= seconds and len(self.outbox) == 0
-
     def start(self) -> None:
         self.delivery.start()
         self._serving.start()
 
-    def stop(self) -> None:
-        """Stop taking requests, then stop delivering; what is left waits in the outbox."""
+    def readiness(self) -> Checks:
+        """/readyz: the outbox is writable and below its bound, and the endpoint answers."""
+        outbox = self.outbox
+        circuit = self.delivery.circuit
+        waiting = len(outbox)
+        return {
+            "outbox_writable": "ok" if outbox.write_error is None else f"cannot be written: {outbox.write_error}",
+            "outbox_below_bound": "ok" if waiting < outbox.max_items else f"full ({waiting} payloads waiting)",
+            "endpoint": "ok"
+            if circuit.open_since is None
+            else f"failing for {time.monotonic() - circuit.open_since:.0f} s ({circuit.failures} failures in a row)",
+        }
+
+    def idle_seconds(self) -> float:
+        """How long no OTLP request has arrived while nothing waited for delivery (0 while busy)."""
+        if not self.delivery.idle():
+            return 0.0
+        return time.monotonic() - self.server.last_request
+
+    def stop(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """Answer 503 to new requests, let those being answered and the POSTs in flight finish
+        within `timeout` seconds, then close; what is left waits in the outbox."""
+        deadline = time.monotonic() + timeout
+        self.server.accepting = False
+        self.server.wait_quiet(deadline)
+        unanswered = self.delivery.stop(deadline)
+        if unanswered:
+            log.warning(
+                "%d POSTs still unanswered after %g s; their payloads stay in the outbox for the next start",
+                unanswered,
+                timeout,
+            )
         self.server.shutdown()
         self.server.server_close()
-        self.delivery.stop()
         self.outbox.close()
+        self.telemetry.shutdown()
+        log.info("stopped; %d payloads wait in the outbox", len(self.outbox))

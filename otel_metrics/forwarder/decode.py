@@ -53,6 +53,9 @@ class Decoded:
     rejected: int = 0  # data points or spans that named ours but were malformed
     errors: List[str] = field(default_factory=list)
     ignored: int = 0  # other metrics and spans (not ours): accepted and dropped
+    # The legacy payload of each event and session, built once (when it was checked).
+    event_payloads: List[Dict[str, Any]] = field(default_factory=list)
+    session_payloads: List[Dict[str, Any]] = field(default_factory=list)
 
     def reject(self, where: str, problem: str) -> None:
         self.rejected += 1
@@ -60,9 +63,7 @@ class Decoded:
 
     def payloads(self) -> List[Tuple[str, Dict[str, Any]]]:
         """(endpoint name, legacy payload) in request order, events first."""
-        return [("events", event_payload(e)) for e in self.events] + [
-            ("sessions", session_payload(s)) for s in self.sessions
-        ]
+        return [("events", p) for p in self.event_payloads] + [("sessions", p) for p in self.session_payloads]
 
     def error_message(self) -> str:
         shown = "; ".join(self.errors[:MAX_ERRORS_REPORTED])
@@ -123,14 +124,15 @@ def _decode_event_metric(decoded: Decoded, resource: Resource, metric: Any) -> N
         return
     for index, point in enumerate(metric.sum.data_points):
         try:
-            event, count = _event_from_point(resource, point)
+            event, count, payload = _event_from_point(resource, point)
         except Malformed as problem:
             decoded.reject(f"{schema.EVENT_METRIC} data point {index}", str(problem))
             continue
         decoded.events.extend([event] * count)  # n identical events stay n events
+        decoded.event_payloads.extend([payload] * count)
 
 
-def _event_from_point(resource: Resource, point: Any) -> Tuple[Event, int]:
+def _event_from_point(resource: Resource, point: Any) -> Tuple[Event, int, Dict[str, Any]]:
     version, os_name = _resource_identity(resource)
     attributes = _attribute_map(point.attributes)
     event = Event(
@@ -143,8 +145,8 @@ def _event_from_point(resource: Resource, point: Any) -> Tuple[Event, int]:
         version=version,
         os=os_name,
     )
-    _check_payload(event_payload, validate_event_payload, event)
-    return event, _event_count(point)
+    payload = _checked_payload(event_payload, validate_event_payload, event)
+    return event, _event_count(point), payload
 
 
 def _event_count(point: Any) -> int:
@@ -172,13 +174,16 @@ def sessions_from_traces(request: ExportTraceServiceRequest) -> Decoded:
                     decoded.ignored += 1
                     continue
                 try:
-                    decoded.sessions.append(_session_from_span(resource_spans.resource, span))
+                    session, payload = _session_from_span(resource_spans.resource, span)
                 except Malformed as problem:
                     decoded.reject(f"{schema.SESSION_SPAN} span", str(problem))
+                    continue
+                decoded.sessions.append(session)
+                decoded.session_payloads.append(payload)
     return decoded
 
 
-def _session_from_span(resource: Resource, span: Any) -> Session:
+def _session_from_span(resource: Resource, span: Any) -> Tuple[Session, Dict[str, Any]]:
     version, os_name = _resource_identity(resource)
     attributes = _attribute_map(span.attributes)
     counts = {}
@@ -204,8 +209,7 @@ def _session_from_span(resource: Resource, span: Any) -> Session:
         aggregates=SessionAggregates(**counts),
         segment=segment,
     )
-    _check_payload(session_payload, validate_session_payload, session)
-    return session
+    return session, _checked_payload(session_payload, validate_session_payload, session)
 
 
 # Attributes.
@@ -251,14 +255,18 @@ def _int(attributes: Dict[str, Any], key: str, default: Optional[int] = None) ->
     return value.int_value
 
 
-def _check_payload(build: Callable[[Any], Dict[str, Any]], validate: Callable[[Any], List[str]], item: Any) -> None:
-    """Refuse here what the endpoint would refuse later, so the sender hears about it."""
+def _checked_payload(
+    build: Callable[[Any], Dict[str, Any]], validate: Callable[[Any], List[str]], item: Any
+) -> Dict[str, Any]:
+    """The item's payload; refuse here what the endpoint would refuse later, so the sender hears about it."""
     try:
-        problems = validate(build(item))
+        payload = build(item)
+        problems = validate(payload)
     except ValueError as error:  # e.g. a timestamp outside the years 1000..9999
         raise Malformed(str(error)) from error
     if problems:
         raise Malformed("; ".join(problems))
+    return payload
 
 
 # The OTLP/HTTP paths we serve.

@@ -3,7 +3,13 @@
 200 with an empty (or partial-success) Export*ServiceResponse once the payloads
 are committed to the outbox; 400 for bodies that are not OTLP; 413 above the
 size limit; 415 for unknown media types or encodings; 503 with Retry-After when
-the outbox cannot take them (the collector retries only 429/502/503/504).
+the outbox cannot take them, or once the forwarder is shutting down (the
+collector retries only 429/502/503/504).
+
+On the same port, as collectors and load balancers expect: GET /healthz (200
+while the process serves), GET /readyz (200 when the outbox is writable and
+below its bound and the endpoint answers; 503 otherwise, with the failing
+checks), and GET /metrics (the forwarder's own metrics, with --prometheus).
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ import logging
 import socket
 import socketserver
 import sys
+import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
 
 from .decode import JSON, PROTOBUF, SIGNALS, BadRequest, Signal, parse, serialize, status
 from .outbox import Outbox, OutboxUnavailable
+from .telemetry import KINDS, Telemetry, disabled, prometheus_text
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +48,59 @@ class HttpError(Exception):
         self.close = close  # the rest of the body was not read: the connection cannot be reused
 
 
+Checks = Dict[str, str]  # readiness check -> "ok" or what is wrong
+
+
 class OtlpServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: many exporters may connect at once (socketserver's is 5)
 
-    def __init__(self, host: str, port: int, outbox: Outbox, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        outbox: Outbox,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        telemetry: Optional[Telemetry] = None,
+        readiness: Callable[[], Checks] = dict,
+        prometheus: bool = False,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.outbox = outbox
         self.max_body_bytes = max_body_bytes
-        self.last_request = time.monotonic()  # for leaving when idle
+        self.telemetry = telemetry or disabled()
+        self.readiness = readiness
+        self.prometheus = prometheus
+        self.accepting = True  # False once shutting down: OTLP requests are answered 503
+        self.last_request = time.monotonic()  # when the last OTLP request arrived
+        self._active = 0  # OTLP requests being answered
+        self._idle = threading.Condition()
         super().__init__((host, port), OtlpHandler)
+
+    def request_started(self) -> None:
+        with self._idle:
+            self._active += 1
+            self.last_request = time.monotonic()
+
+    def request_finished(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
+
+    def wait_quiet(self, deadline: float) -> bool:
+        """Wait until no OTLP request is being answered (or the monotonic deadline); True if none is."""
+        with self._idle:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def readiness_checks(self) -> Checks:
+        checks = {"accepting": "ok" if self.accepting else "shutting down"}
+        checks.update(self.readiness())
+        return checks
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve our own name (getfqdn): slow without DNS, and unused.
@@ -70,8 +122,29 @@ class OtlpHandler(BaseHTTPRequestHandler):
     timeout = 60  # seconds a connection may sit idle or stall mid-body
     server: OtlpServer
 
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/healthz":
+            self._reply_text(200, "ok")
+        elif path == "/readyz":
+            checks = self.server.readiness_checks()
+            ready = all(value == "ok" for value in checks.values())
+            body = json.dumps({"ready": ready, "checks": checks}, sort_keys=True).encode("utf-8")
+            self._send(200 if ready else 503, body + b"\n", "application/json", ())
+        elif path == "/metrics" and self.server.prometheus:
+            body, content_type = prometheus_text(self.headers.get("Accept", ""))
+            self._send(200, body, content_type, ())
+        else:
+            self._reply_text(404, f"nothing at {path}; OTLP is POST /v1/metrics and /v1/traces")
+
     def do_POST(self) -> None:
-        self.server.last_request = time.monotonic()
+        self.server.request_started()
+        try:
+            self._post()
+        finally:
+            self.server.request_finished()
+
+    def _post(self) -> None:
         signal = SIGNALS.get(urlsplit(self.path).path)
         media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         encoding = MEDIA_TYPES.get(media_type)
@@ -81,6 +154,11 @@ class OtlpHandler(BaseHTTPRequestHandler):
                 self._reply_text(404, f"no OTLP signal at {self.path}; use /v1/metrics or /v1/traces")
             else:
                 self._reply_text(415, "Content-Type must be application/x-protobuf or application/json")
+            return
+        if not self.server.accepting:
+            self._discard_body()
+            self.close_connection = True
+            self._reply_error(HttpError(503, "the forwarder is shutting down"), encoding)
             return
         try:
             body = _decompress(self._read_body(), self.headers.get("Content-Encoding"), self.server.max_body_bytes)
@@ -97,10 +175,16 @@ class OtlpHandler(BaseHTTPRequestHandler):
             raise HttpError(400, str(error)) from error
         payloads = decoded.payloads()
         try:
-            self.server.outbox.add([(path, json.dumps(payload)) for path, payload in payloads])
+            texts: Dict[int, str] = {}  # n identical events share one payload: one JSON text
+            self.server.outbox.add(
+                [(path, texts.get(id(p)) or texts.setdefault(id(p), json.dumps(p))) for path, p in payloads]
+            )
         except OutboxUnavailable as error:
             log.error("answering 503 to %s: %s", signal.path, error)
             raise HttpError(503, str(error)) from error
+        for path, count in (("events", len(decoded.events)), ("sessions", len(decoded.sessions))):
+            if count:
+                self.server.telemetry.received.add(count, KINDS[path])
         if decoded.errors:
             log.warning("%s: rejected %d: %s", signal.path, decoded.rejected, decoded.error_message())
         log.debug("%s: queued %d payloads, ignored %d other items", signal.path, len(payloads), decoded.ignored)

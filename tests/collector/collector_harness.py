@@ -7,7 +7,6 @@ directory.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import requests
-from servers import stop_process, wait_for
+from servers import prometheus_sum, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
@@ -23,8 +22,6 @@ BASE_CONFIG = CONFIG_DIR / "otelcol.yaml"
 FANOUT_CONFIG = CONFIG_DIR / "fanout.yaml"
 BINARY = REPO / "build" / "otelcol-metrics"
 START_SECONDS = 30.0
-# One sample line of the Prometheus text format: name{labels} value
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
 
 
 def free_ports(count: int) -> List[int]:
@@ -107,15 +104,9 @@ class CollectorProcess:
 
     def telemetry(self, name: str, **labels: str) -> float:
         """The sum of the collector's own metric `name` over samples carrying these labels."""
-        text = self._http.get(f"http://127.0.0.1:{self.telemetry_port}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            sample = SAMPLE.match(line)
-            if not sample or sample.group(1) != name:
-                continue
-            if all(f'{key}="{value}"' in (sample.group(2) or "") for key, value in labels.items()):
-                total += float(sample.group(3))
-        return total
+        return prometheus_sum(
+            self._http.get(f"http://127.0.0.1:{self.telemetry_port}/metrics", timeout=5).text, name, **labels
+        )
 
     def accepted(self) -> int:
         """Data points and spans the receiver took (each is in the persistent queue by then)."""

@@ -131,7 +131,10 @@ def test_a_full_forwarder_answers_503_and_the_collector_retries_until_it_can(
     endpoint_port = free_port()
     endpoint = PinnedEndpoint(tmp_path / "endpoint.sqlite", endpoint_port)
     capacity = len(COMMANDS)  # so the collector's batch of COMMANDS fits once the outbox drains
-    forwarder = forwarder_server(f"http://127.0.0.1:{endpoint_port}", args=["--max-outbox-items", str(capacity)])
+    # One delivery worker: the endpoint then gets the direct events in their order, which this test compares.
+    forwarder = forwarder_server(
+        f"http://127.0.0.1:{endpoint_port}", args=["--max-outbox-items", str(capacity), "--workers", "1"]
+    )
     otelcol = collector(forwarder.otlp_url)
 
     # The forwarder as the collector's exporter sees it: accepted, then full.

@@ -1,0 +1,289 @@
+"""Events per second through the forwarder into a legacy-endpoint stand-in, and the latency of each.
+
+Real processes on loopback: `otel-metrics forwarder` (default settings: 10 delivery
+workers) posting to `tests/legacy_sink.py` (answers 200 at once, or after 50 ms),
+fed OTLP/HTTP requests of distinct events (1 per request, as a hook sends, and
+100, as a collector batches) by keep-alive senders. For each run: events/s
+delivered (first request sent to last 2xx), and p50/p99 latency from an event's
+OTLP request to the sink's 2xx for it; beside them, what the sink itself takes
+from a direct keep-alive client with as many connections as the forwarder has
+workers, in the same run, and the forwarder's CPU time per event (which a busy
+machine does not inflate the way it does wall time). Then a paced run at 500 events/s (p99 must stay under
+1 s), the collector path (`collector -> forwarder -> sink`), measured the same
+way, and the forwarder's peak RSS.
+
+    make collector && .venv/bin/python benchmarks/forwarder_throughput.py [--events 6000] [--slow-events 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "collector"), str(REPO / "benchmarks")]
+
+from collector_harness import BASE_CONFIG, BINARY, CollectorProcess  # noqa: E402
+from collector_throughput import request_bodies  # noqa: E402
+from servers import ForwarderProcess, ServerProcess, wait_for  # noqa: E402
+
+from otel_metrics.forwarder.http_client import Connection, target_for  # noqa: E402
+
+SENDERS = 4  # keep-alive connections posting OTLP at once
+MANY_SENDERS = 16  # a gateway forwarder's many exporters: acknowledged requests then share commits
+WORKERS = 10  # the forwarder's default
+SLOW_SECONDS = 0.05
+PACED_RATE = 500.0  # events/s
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+class Sender:
+    """Keep-alive HTTP/1.1 POSTs from one thread (http.client: cheap, so the load generator is not the limit)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+
+    def post(self, path: str, body: bytes, headers: Dict[str, str]) -> int:
+        self._conn.request("POST", path, body=body, headers=headers)
+        response = self._conn.getresponse()
+        response.read()
+        return response.status
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def send_all(url: str, path: str, bodies: Sequence[bytes], headers: Dict[str, str], threads: int,
+             sent_at: Optional[List[float]] = None, rate: Optional[float] = None) -> None:  # fmt: skip
+    """POST every body from `threads` connections (503s retried); sent_at[i] = when body i went out.
+
+    With `rate` (bodies per second), body i is sent no earlier than start + i / rate.
+    """
+    next_index = iter(range(len(bodies)))
+    lock = threading.Lock()
+    start = time.monotonic()
+
+    def run() -> None:
+        sender = Sender(url)
+        try:
+            while True:
+                with lock:
+                    index = next(next_index, None)
+                if index is None:
+                    return
+                if rate:
+                    time.sleep(max(0.0, start + index / rate - time.monotonic()))
+                if sent_at is not None:
+                    sent_at[index] = time.monotonic()
+                while (status := sender.post(path, bodies[index], headers)) in (429, 503):
+                    time.sleep(0.05)
+                if status >= 300:
+                    raise SystemExit(f"{url}{path} answered {status}")
+        finally:
+            sender.close()
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+
+
+def sink_capacity(sink_url: str, count: int) -> float:
+    """Requests/s the sink answers to WORKERS threads posting a legacy payload each over keep-alive
+    connections, with the forwarder's own HTTP client (so only the forwarder's other work differs)."""
+    body = json.dumps({"session_id": "capacity", "name": "bench:capacity"}).encode()
+    target = target_for(sink_url)
+    left = iter(range(count))
+    lock = threading.Lock()
+
+    def run() -> None:
+        connection = Connection(target, 5.0, 60.0)
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    break
+            connection.post("events", body)
+        connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(WORKERS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return count / (time.monotonic() - started)
+
+
+def answered(sink_url: str) -> Dict[str, float]:
+    parts = urlsplit(sink_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.request("GET", "/answered")
+    document = json.loads(conn.getresponse().read())
+    conn.close()
+    return document
+
+
+def percentile(values: List[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Run:
+    """One measured load: its events, when each request went out, and the results once the sink has all."""
+
+    def __init__(self, name: str, events: int, per_request: int, senders: int = SENDERS) -> None:
+        self.name = name
+        self.senders = senders
+        self.events = events
+        self.per_request = per_request
+        self.bodies = request_bodies(events, per_request, name)
+        self.sent_at = [0.0] * len(self.bodies)
+
+    def measure(
+        self, forwarder_pid: int, target_url: str, sink_url: str, timeout: float, rate: Optional[float] = None
+    ) -> Dict[str, float]:
+        cpu_before = cpu_seconds(forwarder_pid)
+        started = time.monotonic()
+        bodies_per_second = rate / self.per_request if rate else None
+        send_all(target_url, "/v1/metrics", self.bodies, PROTOBUF, self.senders, self.sent_at, bodies_per_second)
+        prefix = f"{self.name}-"
+        wait_for(lambda: sum(key.startswith(prefix) for key in answered(sink_url)) >= self.events, timeout, 0.2)
+        done = answered(sink_url)
+        times = [done[f"{prefix}{i}"] for i in range(self.events)]
+        latencies = [done[f"{prefix}{i}"] - self.sent_at[i // self.per_request] for i in range(self.events)]
+        return {
+            "cpu_per_event": (cpu_seconds(forwarder_pid) - cpu_before) / self.events,
+            "events_per_second": self.events / (max(times) - started),
+            "p50": percentile(latencies, 0.50),
+            "p99": percentile(latencies, 0.99),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=6000, help="events per run into the immediate sink (6000)")
+    parser.add_argument("--slow-events", type=int, default=1500, help="events per run into the 50 ms sink (1500)")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the 500 events/s run (10)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per run (300)")
+    parser.add_argument("--no-collector", action="store_true", help="skip the collector path")
+    args = parser.parse_args()
+    with_collector = not args.no_collector
+    if with_collector and not BINARY.exists():
+        raise SystemExit(f"{BINARY} is missing: run `make collector` (or pass --no-collector)")
+
+    print(
+        f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"forwarder with {WORKERS} workers, {SENDERS} OTLP senders"
+    )
+    rows: List[Tuple[str, str, float, Dict[str, float], float]] = []
+    with tempfile.TemporaryDirectory(prefix="forwarder-bench-") as tmp:
+        workdir = Path(tmp)
+        started: List[object] = []
+        try:
+            sinks = {}
+            for name, delay in (("immediate", 0.0), ("50 ms", SLOW_SECONDS)):
+                sink = ServerProcess(["--delay", str(delay)], script=str(REPO / "tests" / "legacy_sink.py"))
+                started.append(sink)
+                sinks[name] = sink.start().url
+            capacity = {
+                "immediate": sink_capacity(sinks["immediate"], args.events),
+                "50 ms": sink_capacity(sinks["50 ms"], args.slow_events),
+            }
+
+            def forwarder_to(sink: str, label: str) -> ForwarderProcess:
+                process = ForwarderProcess(sinks[sink], workdir / f"outbox-{label}.sqlite", [], None)
+                started.append(process)
+                return process.start()
+
+            plan = [  # sink, events per request, senders, events
+                ("immediate", 1, SENDERS, args.events),
+                ("immediate", 1, MANY_SENDERS, args.events),
+                ("immediate", 100, SENDERS, args.events),
+                ("50 ms", 1, SENDERS, args.slow_events),
+                ("50 ms", 100, SENDERS, args.slow_events),
+            ]
+            for sink, per_request, senders, events in plan:
+                label = f"{sink.split()[0]}-{per_request}-{senders}"
+                forwarder = forwarder_to(sink, label)
+                result = Run(label, events, per_request, senders).measure(
+                    forwarder.proc.pid, forwarder.url, sinks[sink], args.timeout
+                )
+                path = f"forwarder, {per_request} ev/request" + (f", {senders} senders" if senders != SENDERS else "")
+                rows.append((path, sink, capacity[sink], result, peak_rss_mb(forwarder.proc.pid)))
+                forwarder.stop()
+
+            paced_events = int(PACED_RATE * args.paced_seconds)
+            forwarder = forwarder_to("immediate", "paced")
+            result = Run("paced", paced_events, 10).measure(
+                forwarder.proc.pid, forwarder.url, sinks["immediate"], args.timeout, PACED_RATE
+            )
+            rows.append((f"forwarder, paced {PACED_RATE:.0f} ev/s", "immediate", capacity["immediate"], result,
+                         peak_rss_mb(forwarder.proc.pid)))  # fmt: skip
+            forwarder.stop()
+
+            if with_collector:
+                for per_request in (1, 100):
+                    label = f"collector-{per_request}"
+                    forwarder = forwarder_to("immediate", label)
+                    collector_dir = workdir / label
+                    collector_dir.mkdir()
+                    collector = CollectorProcess(BINARY, [BASE_CONFIG], forwarder.url, collector_dir, {})
+                    started.append(collector)
+                    collector.start()
+                    result = Run(label, args.events, per_request).measure(
+                        forwarder.proc.pid, collector.otlp_url, sinks["immediate"], args.timeout
+                    )
+                    rows.append((f"collector -> forwarder, {per_request} ev/request", "immediate",
+                                 capacity["immediate"], result, peak_rss_mb(forwarder.proc.pid)))  # fmt: skip
+                    collector.stop()
+                    forwarder.stop()
+        finally:
+            for process in reversed(started):
+                process.stop()
+
+    print()
+    print(
+        "| path | sink | sink alone (req/s) | delivered (events/s) | p50 | p99 "
+        "| forwarder CPU per event | events per forwarder CPU-second | forwarder peak RSS |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path, sink, alone, result, rss in rows:
+        cpu = result["cpu_per_event"]
+        print(
+            f"| {path} | {sink} | {alone:,.0f} | {result['events_per_second']:,.0f} | "
+            f"{result['p50'] * 1000:,.0f} ms | {result['p99'] * 1000:,.0f} ms | {cpu * 1e6:,.0f} µs | "
+            f"{1 / cpu:,.0f} | {rss:.0f} MB |"
+        )
+    limit = WORKERS / SLOW_SECONDS
+    print(f"\nThe 50 ms sink allows at most {limit:.0f} events/s through {WORKERS} workers (one POST each at a time).")
+
+
+if __name__ == "__main__":
+    main()
