@@ -1,8 +1,9 @@
 """The reference endpoint: /events and /sessions as the production endpoint should serve them.
 
 POST validates the key set, the types and the MAC (payloads.py) and stores the
-exact JSON received in SQLite; GET returns what was stored, in arrival order.
-Used by the demo and the tests.
+exact JSON received (store/: SQLite by default, or PostgreSQL); GET returns what was
+stored, in arrival order. When the database fails, the answer is 503, which the
+forwarder retries. Used by the demo, the tests and docker-compose.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import json
 import logging
 import socket
 import socketserver
-import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List
 from urllib.parse import urlsplit
 
 from .payloads import validate_event_payload, validate_session_payload
+from .store import PayloadStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -27,35 +28,6 @@ VALIDATORS: Dict[str, Callable[[object], List[str]]] = {
     "/events": validate_event_payload,
     "/sessions": validate_session_payload,
 }
-
-
-class PayloadStore:
-    """Accepted payloads, as received, in SQLite."""
-
-    def __init__(self, path: str) -> None:
-        self._lock = threading.Lock()  # one connection, shared by the request threads
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        # Durable across a crash of this process; a reference endpoint need not pay an fsync per payload.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS payloads (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " kind TEXT NOT NULL, body TEXT NOT NULL)"
-            )
-
-    def add(self, kind: str, body: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("INSERT INTO payloads (kind, body) VALUES (?, ?)", (kind, body))
-
-    def bodies(self, kind: str) -> List[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT body FROM payloads WHERE kind = ? ORDER BY id", (kind,)).fetchall()
-        return [row[0] for row in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class EndpointServer(ThreadingHTTPServer):
@@ -106,7 +78,12 @@ class EndpointHandler(BaseHTTPRequestHandler):
             log.warning("refused a payload for %s: %s", path, "; ".join(problems))
             self._reply(400, {"error": "invalid payload", "problems": problems})
             return
-        self.server.store.add(path[1:], text)
+        try:
+            self.server.store.add(path[1:], text, payload)
+        except StoreError as error:
+            log.error("could not store a payload for %s: %s", path, error)
+            self._reply(503, {"error": "the database is unavailable; retry later"})
+            return
         self._reply(200, {"status": "stored"})
 
     def do_GET(self) -> None:
@@ -115,7 +92,12 @@ class EndpointHandler(BaseHTTPRequestHandler):
             self._reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
             return
         # The stored texts verbatim: exactly what was received.
-        body = "[" + ",".join(self.server.store.bodies(path[1:])) + "]"
+        try:
+            body = "[" + ",".join(self.server.store.bodies(path[1:])) + "]"
+        except StoreError as error:
+            log.error("could not list %s: %s", path, error)
+            self._reply(503, {"error": "the database is unavailable; retry later"})
+            return
         self._send(200, body.encode("utf-8"))
 
     def _reply(self, status_code: int, document: Any) -> None:
@@ -137,8 +119,8 @@ class EndpointHandler(BaseHTTPRequestHandler):
 class Endpoint:
     """Server + store; start() returns once it is listening."""
 
-    def __init__(self, host: str, port: int, db_path: str) -> None:
-        self.store = PayloadStore(db_path)
+    def __init__(self, host: str, port: int, db_url: str) -> None:
+        self.store = open_store(db_url)
         try:
             self.server = EndpointServer(host, port, self.store)
         except OSError:

@@ -1,8 +1,10 @@
-"""Shared fixtures: the reference endpoint and the forwarder as real processes on loopback.
+"""Shared fixtures: the reference endpoint, the forwarder and PostgreSQL as real processes on loopback.
 
 `endpoint_server` is a running `otel-metrics endpoint`; `forwarder_server` is a
-factory of `otel-metrics forwarder` processes, restartable on their port. The
-fixtures stop every process they started. Helpers (wait_for) are in servers.py.
+factory of `otel-metrics forwarder` processes, restartable on their port;
+`postgres_url` is a new empty database on a real PostgreSQL server (one per test
+session). The fixtures stop every process they started. Helpers (wait_for) are in
+servers.py, with `require`: how a test that needs an optional toolchain skips or fails.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
-from servers import EndpointProcess, ForwarderProcess
+from servers import EndpointProcess, ForwarderProcess, PostgresServer, postgres_bindir, require
 
 
 @pytest.fixture
@@ -46,3 +48,23 @@ def forwarder_server(tmp_path: Path) -> Iterator[Callable[..., ForwarderProcess]
     yield start
     for forwarder in started:
         forwarder.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bindir = postgres_bindir()
+    require(bindir, "PostgreSQL is not installed: `make postgres` installs Debian's package")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        require(False, "psycopg is missing: `make install` installs the dev extras")
+    assert bindir is not None
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """postgresql://... of a new empty database."""
+    return postgres_server.create_database()
