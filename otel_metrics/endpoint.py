@@ -3,7 +3,9 @@
 POST validates the key set, the types and the MAC (payloads.py) and stores the
 exact JSON received (store/: SQLite by default, or PostgreSQL); GET returns what was
 stored, in arrival order. When the database fails, the answer is 503, which the
-forwarder retries. Used by the demo, the tests and docker-compose.
+forwarder retries. GET /metrics gives the stored sessions' aggregates (tool calls,
+tokens, errors) as Prometheus counters, for dashboards on a stock Prometheus and
+Grafana. Used by the demo, the tests and docker-compose.
 """
 
 from __future__ import annotations
@@ -28,6 +30,48 @@ VALIDATORS: Dict[str, Callable[[object], List[str]]] = {
     "/events": validate_event_payload,
     "/sessions": validate_session_payload,
 }
+
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+METRIC_PREFIX = "otel_metrics_endpoint_"
+
+
+def exposition(store: PayloadStore) -> str:
+    """Counters over every stored session, in the Prometheus text format.
+
+    Every series is there from the first scrape, at 0 on an empty database, so that
+    increase() sees the first sessions too. The database is the count: a restarted
+    endpoint goes on where it was, never back to 0.
+    """
+    from .report import session_totals
+
+    totals = session_totals(store)
+    families = [
+        ("sessions_total", "Session payloads stored.", [("", totals.sessions)]),
+        ("sessions_with_errors_total", "Stored sessions with a tool error.", [("", totals.sessions_with_errors)]),
+        (
+            "tool_calls_total",
+            "Tool calls of the stored sessions, by tool.",
+            [(f'tool="{tool}"', count) for tool, count in totals.tool_mix.items()],
+        ),
+        ("tool_errors_total", "Tool calls that failed, in the stored sessions.", [("", totals.tool_errors)]),
+        (
+            "tokens_total",
+            "Tokens of the stored sessions, by type.",
+            [
+                (f'type="{key.replace("total_", "").replace("_tokens", "")}"', total)
+                for key, total in totals.tokens.items()
+            ],
+        ),
+    ]
+    lines = []
+    for name, help_text, samples in families:
+        lines += [f"# HELP {METRIC_PREFIX}{name} {help_text}", f"# TYPE {METRIC_PREFIX}{name} counter"]
+        lines += [
+            f"{METRIC_PREFIX}{name}{{{labels}}} {value}" if labels else f"{METRIC_PREFIX}{name} {value}"
+            for labels, value in samples
+        ]
+    return "\n".join(lines) + "\n"
 
 
 class EndpointServer(ThreadingHTTPServer):
@@ -88,6 +132,9 @@ class EndpointHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        if path == "/metrics":
+            self._metrics()
+            return
         if path not in VALIDATORS:
             self._reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
             return
@@ -100,12 +147,21 @@ class EndpointHandler(BaseHTTPRequestHandler):
             return
         self._send(200, body.encode("utf-8"))
 
+    def _metrics(self) -> None:
+        try:
+            text = exposition(self.server.store)
+        except StoreError as error:
+            log.error("could not sum the stored sessions: %s", error)
+            self._reply(503, {"error": "the database is unavailable; retry later"})
+            return
+        self._send(200, text.encode("utf-8"), PROMETHEUS_TEXT)
+
     def _reply(self, status_code: int, document: Any) -> None:
         self._send(status_code, json.dumps(document).encode("utf-8"))
 
-    def _send(self, status_code: int, body: bytes) -> None:
+    def _send(self, status_code: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status_code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")

@@ -15,7 +15,7 @@ import requests
 from servers import EndpointProcess, PostgresServer, free_port, postgres_bindir, require, wait_for
 from test_endpoint import EVENT, SESSION
 
-from otel_metrics.payloads import SESSION_COUNT_KEYS
+from otel_metrics.payloads import SESSION_COUNT_KEYS, mac
 from otel_metrics.store import COLUMNS, PayloadStore, StoreError, open_store
 from otel_metrics.store.sqlite import SqliteStore
 
@@ -208,3 +208,51 @@ def test_the_endpoint_answers_503_while_postgresql_is_down_and_recovers() -> Non
     finally:
         endpoint.stop()
         server.stop()
+
+
+def test_the_endpoint_exposes_the_stored_sessions_as_prometheus_counters(db_url: str) -> None:
+    http = requests.Session()
+    http.trust_env = False
+    endpoint = EndpointProcess(db_url).start()
+    try:
+        empty = http.get(f"{endpoint.url}/metrics", timeout=10)
+        assert empty.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        # Every series from the start, at 0, so that increase() counts the first sessions.
+        assert 'otel_metrics_endpoint_tool_calls_total{tool="Bash"} 0\n' in empty.text
+        assert "otel_metrics_endpoint_sessions_total 0\n" in empty.text
+        failing = {
+            **SESSION,
+            "session_id": "b",
+            "mac": mac("b", SESSION["start_timestamp"]),
+            "total_tool_calls": 7,
+            "tool_error_count": 2,
+            "had_errors": True,
+            "file_read_count": 4,
+            "grep_call_count": 1,
+            "cache_read_tokens": 1000,
+        }
+        for payload in (SESSION, failing):
+            assert http.post(f"{endpoint.url}/sessions", json=payload, timeout=10).status_code == 200
+        text = http.get(f"{endpoint.url}/metrics", timeout=10).text
+    finally:
+        endpoint.stop()
+    samples = [line for line in text.splitlines() if not line.startswith("#")]
+    assert samples == [
+        "otel_metrics_endpoint_sessions_total 2",
+        "otel_metrics_endpoint_sessions_with_errors_total 1",
+        'otel_metrics_endpoint_tool_calls_total{tool="Bash"} 2',
+        'otel_metrics_endpoint_tool_calls_total{tool="Read"} 4',
+        'otel_metrics_endpoint_tool_calls_total{tool="Edit"} 0',
+        'otel_metrics_endpoint_tool_calls_total{tool="Write"} 0',
+        'otel_metrics_endpoint_tool_calls_total{tool="Grep"} 1',
+        'otel_metrics_endpoint_tool_calls_total{tool="Glob"} 0',
+        'otel_metrics_endpoint_tool_calls_total{tool="WebFetch"} 0',
+        'otel_metrics_endpoint_tool_calls_total{tool="WebSearch"} 0',
+        'otel_metrics_endpoint_tool_calls_total{tool="other"} 1',
+        "otel_metrics_endpoint_tool_errors_total 2",
+        'otel_metrics_endpoint_tokens_total{type="input"} 0',
+        'otel_metrics_endpoint_tokens_total{type="output"} 1024',
+        'otel_metrics_endpoint_tokens_total{type="cache_creation"} 0',
+        'otel_metrics_endpoint_tokens_total{type="cache_read"} 1000',
+    ]
+    assert "# TYPE otel_metrics_endpoint_tool_calls_total counter" in text

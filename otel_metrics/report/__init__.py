@@ -230,20 +230,10 @@ def build_report(
     report.returning_users = report.active_users - report.new_users
 
     progress.step("sessions")
-    sums = ", ".join(f"SUM({column})" for column in ("tool_error_count", "total_tool_calls"))
-    tools = ", ".join(f"SUM({column})" for _, column in TOOL_COLUMNS)
-    tokens = ", ".join(f"SUM({key})" for key in TOKEN_KEYS)
-    row = store.select(
-        f"SELECT COUNT(*), SUM(CASE WHEN had_errors THEN 1 ELSE 0 END), {sums}, {tools}, {tokens}"
-        f" FROM sessions{sessions_where}",
-        sessions_params,
-    )[0]
-    values = [value or 0 for value in row]
-    report.sessions, report.sessions_with_errors, report.tool_errors, report.tool_calls = values[:4]
-    per_tool = dict(zip((tool for tool, _ in TOOL_COLUMNS), values[4 : 4 + len(TOOL_COLUMNS)]))
-    per_tool["other"] = report.tool_calls - sum(per_tool.values())
-    report.tool_mix = per_tool
-    report.tokens = dict(zip(TOKEN_KEYS, values[4 + len(TOOL_COLUMNS) :]))
+    totals = session_totals(store, sessions_where, sessions_params)
+    report.sessions, report.sessions_with_errors = totals.sessions, totals.sessions_with_errors
+    report.tool_calls, report.tool_errors = totals.tool_calls, totals.tool_errors
+    report.tool_mix, report.tokens = totals.tool_mix, totals.tokens
 
     progress.step("sessions per day and exit reasons")
     for name, count in store.select(
@@ -265,6 +255,31 @@ def build_report(
     report.days = [days[name] for name in sorted(days)]
     progress.finish()
     return report
+
+
+@dataclass
+class SessionTotals:
+    sessions: int
+    sessions_with_errors: int
+    tool_calls: int
+    tool_errors: int
+    tool_mix: Dict[str, int]  # per tool of TOOL_COLUMNS, then "other"
+    tokens: Dict[str, int]  # per TOKEN_KEYS
+
+
+def session_totals(store: PayloadStore, where: str = "", params: Sequence[str] = ()) -> SessionTotals:
+    """Sums over the sessions a WHERE clause selects (all of them without one), in one query."""
+    tools = ", ".join(f"SUM({column})" for _, column in TOOL_COLUMNS)
+    tokens = ", ".join(f"SUM({key})" for key in TOKEN_KEYS)
+    row = store.select(
+        "SELECT COUNT(*), SUM(CASE WHEN had_errors THEN 1 ELSE 0 END), SUM(total_tool_calls), SUM(tool_error_count),"
+        f" {tools}, {tokens} FROM sessions{where}",
+        params,
+    )[0]
+    values = [value or 0 for value in row]  # SUM() of no rows is NULL
+    per_tool = dict(zip((tool for tool, _ in TOOL_COLUMNS), values[4 : 4 + len(TOOL_COLUMNS)]))
+    per_tool["other"] = values[2] - sum(per_tool.values())
+    return SessionTotals(values[0], values[1], values[2], values[3], per_tool, dict(zip(TOKEN_KEYS, values[-4:])))
 
 
 def _distribution(store: PayloadStore, column: str, where: str, params: Sequence[str], count: int) -> Distribution:
