@@ -50,6 +50,21 @@ def require(available: object, reason: str) -> None:
     pytest.skip(reason)
 
 
+def built(make_target: str, path: Path, toolchain: str = "go") -> Path:
+    """`make TARGET` (when the toolchain is here, so the tests run what the sources say), then PATH.
+
+    Without the toolchain and without PATH the test skips, saying how to build it; under CI=true it fails.
+    """
+    if shutil.which(toolchain) and shutil.which("make"):
+        made = subprocess.run(["make", "--no-print-directory", make_target], cwd=REPO, capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.fail(f"make {make_target} failed:\n{made.stdout}\n{made.stderr}")
+    require(
+        path.exists(), f"{path.relative_to(REPO)} is missing and {toolchain} is not installed: `make {make_target}`"
+    )
+    return path
+
+
 def free_ports(count: int) -> List[int]:
     """Distinct ports nobody listens on right now (the OS's choices for port 0, held together)."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
