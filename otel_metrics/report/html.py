@@ -37,8 +37,8 @@ color:#1d232b;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .period{color:#5a6472;margin-bottom:16px}
 .cards{display:flex;gap:12px;flex-wrap:wrap}
-.card{border:1px solid #d8dde4;border-radius:8px;padding:10px 14px;min-width:150px}
-.card b{display:block;font-size:22px}
+.card{border:1px solid #d8dde4;border-radius:8px;padding:10px 14px;flex:1 1 0;min-width:120px}
+.card b{display:block;font-size:21px;white-space:nowrap}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:20px}
 table{border-collapse:collapse;margin:4px 0 12px}
 th,td{padding:3px 10px;border-bottom:1px solid #e6e9ee;text-align:right}
