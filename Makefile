@@ -140,7 +140,7 @@ $(JAEGER_STAMP): deploy/jaeger/go.mod deploy/jaeger/go.sum
 	cd deploy/jaeger && $(GO_BUILD) -o $(CURDIR)/$(JAEGER) \
 		-ldflags "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=v$(JAEGER_VERSION)" \
 		github.com/jaegertracing/jaeger/cmd/jaeger
-	$(JAEGER) version 2>/dev/null | head -3 || true
+	@$(JAEGER) version 2>/dev/null; echo
 	touch $@
 
 # Debian's packages: PostgreSQL (the endpoint's shared store, started by the tests as a
@@ -151,9 +151,14 @@ postgres:
 chromium:
 	$(call debian_package,chromium,command -v chromium,the report's browser test)
 
+# `otel-metrics report` on a million events, SQLite and PostgreSQL (README "The maintainers' report").
+.PHONY: bench-report
+bench-report: install postgres
+	$(PY) benchmarks/report_speed.py --postgres
+
 # The stack alone (collector + Prometheus + Jaeger + forwarder + endpoint), and the report alone.
 stack-test: install collector prometheus jaeger
 	$(PY) -m pytest -q -m stack
 
 report-test: install postgres chromium
-	$(PY) -m pytest -q tests/test_store.py tests/report
+	$(PY) -m pytest -q tests/test_store.py tests/test_report.py tests/test_report_html.py

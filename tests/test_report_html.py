@@ -128,6 +128,7 @@ def test_the_page_chromium_renders_shows_the_numbers_of_the_database(chromium: s
     assert users["active"] == [number(expected["active_users"])]
     assert users["new (first seen in the period)"] == [number(expected["new_users"])]
     assert users["returning"] == [number(expected["returning_users"])]
+    assert users["events without an anonymous id"] == [number(expected["events_without_user"])]
 
     sessions = rows_by_first_cell(tables["sessions"])
     assert sessions["sessions"] == [number(expected["sessions"])]

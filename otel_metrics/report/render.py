@@ -108,6 +108,7 @@ def tables(report: Report) -> List[Table]:
                 ["active", number(report.active_users)],
                 ["new (first seen in the period)", number(report.new_users)],
                 ["returning", number(report.returning_users)],
+                ["events without an anonymous id", number(report.events_without_user)],
             ],
         ),
         Table(
