@@ -53,14 +53,14 @@ def test_the_report_columns_hold_the_payload_fields(store: PayloadStore) -> None
     add(store, "events", EVENT)
     add(store, "events", SECOND_EVENT)
     add(store, "sessions", SESSION)
-    assert store.select("SELECT type, name, user_id, occurred_at FROM events ORDER BY id") == [
-        ("skill", "prow-job:analyze", EVENT["user_id"], "2025-10-30T12:34:56Z"),
-        ("slash_command", "jira:solve", None, "2025-10-30T12:34:56Z"),
+    assert store.select("SELECT type, name, user_id, occurred_at, day FROM events ORDER BY id") == [
+        ("skill", "prow-job:analyze", EVENT["user_id"], "2025-10-30T12:34:56Z", "2025-10-30"),
+        ("slash_command", "jira:solve", None, "2025-10-30T12:34:56Z", "2025-10-30"),
     ]
     columns = [c for c in COLUMNS["sessions"] if c != "had_errors"]
     [row] = store.select(f"SELECT {', '.join(columns)}, CASE WHEN had_errors THEN 1 ELSE 0 END FROM sessions")
     expected = {**{key: SESSION[key] for key in SESSION_COUNT_KEYS}, "user_id": None, "exit_reason": "logout"}
-    expected.update(started_at="2025-10-30T12:00:00Z", session_duration=600)
+    expected.update(started_at="2025-10-30T12:00:00Z", day="2025-10-30", session_duration=600)
     # Token sums the payload leaves out (zero) are 0, the one it has is kept.
     expected.update(total_input_tokens=0, total_output_tokens=512, cache_creation_tokens=0, cache_read_tokens=0)
     assert dict(zip(columns, row[:-1])) == expected

@@ -197,24 +197,24 @@ def build_report(
 
     progress.step("events per day")
     for name, kind, count in store.select(
-        f"SELECT substr(occurred_at, 1, 10), type, COUNT(*) FROM events{events_where} GROUP BY 1, 2",
-        events_params,
+        f"SELECT day, type, COUNT(*) FROM events{events_where} GROUP BY day, type", events_params
     ):
         setattr(day(name), "slash_commands" if kind == "slash_command" else "skills", count)
 
     progress.step("users")
-    activity = (
-        f"SELECT substr(occurred_at, 1, 10) AS day, user_id FROM events{events_where}"
-        f" UNION ALL SELECT substr(started_at, 1, 10) AS day, user_id FROM sessions{sessions_where}"
-    )
-    activity_params = events_params + sessions_params
-    for name, active in store.select(
-        f"SELECT day, COUNT(DISTINCT user_id) FROM ({activity}) AS activity GROUP BY day", activity_params
+    # (day, user) pairs of activity, each table grouped on its own index; their union is small
+    # (at most users x days), so it is merged here.
+    active: Dict[str, set] = {}
+    for table, where, params in (
+        ("events", events_where, events_params),
+        ("sessions", sessions_where, sessions_params),
     ):
-        day(name).active_users = active
-    report.active_users = store.select(
-        f"SELECT COUNT(DISTINCT user_id) FROM ({activity}) AS activity", activity_params
-    )[0][0]
+        known = f"{where} AND user_id IS NOT NULL" if where else " WHERE user_id IS NOT NULL"
+        for name, user in store.select(f"SELECT day, user_id FROM {table}{known} GROUP BY day, user_id", params):
+            active.setdefault(name, set()).add(user)
+    for name, users in active.items():
+        day(name).active_users = len(users)
+    report.active_users = len(set().union(*active.values()))
     first_seen = (
         "SELECT user_id, MIN(seen) AS first FROM ("
         "SELECT user_id, MIN(occurred_at) AS seen FROM events WHERE user_id IS NOT NULL GROUP BY user_id"
@@ -237,7 +237,7 @@ def build_report(
 
     progress.step("sessions per day and exit reasons")
     for name, count in store.select(
-        f"SELECT substr(started_at, 1, 10), COUNT(*) FROM sessions{sessions_where} GROUP BY 1", sessions_params
+        f"SELECT day, COUNT(*) FROM sessions{sessions_where} GROUP BY day", sessions_params
     ):
         day(name).sessions = count
     reasons = store.select(

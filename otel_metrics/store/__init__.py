@@ -21,16 +21,20 @@ from ..payloads import SESSION_COUNT_KEYS
 
 KINDS = ("events", "sessions")
 
-# Column name -> payload key; `body` (the text received) and `id` (arrival order) come first in each table.
+# Column name -> payload key; `body` (the text received) and `id` (arrival order) come first in
+# each table. `day` is the UTC date of the event, or of the session's start: what the report
+# groups by, indexed.
 EVENT_COLUMNS: Dict[str, str] = {
     "type": "type",
     "name": "name",
     "user_id": "user_id",
     "occurred_at": "timestamp",
+    "day": "timestamp",
 }
 SESSION_COLUMNS: Dict[str, str] = {
     "user_id": "user_id",
     "started_at": "start_timestamp",
+    "day": "start_timestamp",
     "session_duration": "session_duration",
     "exit_reason": "exit_reason",
     "had_errors": "had_errors",
@@ -38,11 +42,16 @@ SESSION_COLUMNS: Dict[str, str] = {
     **{key: key for key in TOKEN_KEYS},  # 0 when the payload leaves the key out
 }
 COLUMNS: Dict[str, Dict[str, str]] = {"events": EVENT_COLUMNS, "sessions": SESSION_COLUMNS}
-TEXT_COLUMNS = ("type", "name", "user_id", "occurred_at", "started_at", "exit_reason")
+TEXT_COLUMNS = ("type", "name", "user_id", "occurred_at", "started_at", "day", "exit_reason")
+# Each index covers one of the report's queries (with the period's time column last), so they
+# read a narrow index instead of the rows, in the order they group by.
 INDEXES = (
-    ("events", ("occurred_at",)),
-    ("events", ("user_id", "occurred_at")),
+    ("events", ("type", "name", "user_id", "occurred_at")),  # uses and users per command
+    ("events", ("day", "type", "occurred_at")),  # events per day
+    ("events", ("day", "user_id", "occurred_at")),  # active users per day
+    ("events", ("user_id", "occurred_at")),  # when each user was first seen
     ("sessions", ("started_at",)),
+    ("sessions", ("day", "user_id", "started_at")),
     ("sessions", ("user_id", "started_at")),
 )
 
@@ -54,8 +63,10 @@ class StoreError(Exception):
 def row_values(kind: str, text: str, payload: Mapping[str, Any]) -> Tuple[Any, ...]:
     """(body, column values...) of one validated payload, in COLUMNS order."""
     values: List[Any] = [text]
-    for key in COLUMNS[kind].values():
+    for column, key in COLUMNS[kind].items():
         value = payload.get(key)
+        if column == "day":
+            value = value[:10]  # of a validated YYYY-MM-DDTHH:MM:SSZ
         values.append(0 if value is None and key in TOKEN_KEYS else value)
     return tuple(values)
 
