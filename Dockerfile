@@ -6,10 +6,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 
 COPY pyproject.toml README.md /src/
 COPY otel_metrics /src/otel_metrics
-RUN pip install /src && rm -rf /src
+# With the postgres extra, so the endpoint and the report take --db postgresql://... too.
+RUN pip install '/src[postgres]' && rm -rf /src
 
-# State (the forwarder's outbox, the endpoint's SQLite) lives in a volume mounted here;
-# a new named volume takes this directory's owner, so the unprivileged user can write it.
+# State (the forwarder's outbox, the endpoint's SQLite unless --db names a PostgreSQL) lives
+# in a volume mounted here; a new named volume takes this directory's owner, so the
+# unprivileged user can write it.
 RUN useradd --system --home-dir /var/lib/otel-metrics --create-home otel-metrics
 USER otel-metrics
 WORKDIR /var/lib/otel-metrics

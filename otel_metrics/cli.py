@@ -20,6 +20,7 @@ from . import __version__, config
 
 OUTBOX_FILE = "forwarder-outbox.sqlite"
 ENDPOINT_DB_FILE = "endpoint.sqlite"
+DB_HELP = f"sqlite:///PATH, a bare path, or postgresql://USER@HOST/DB (<state dir>/{ENDPOINT_DB_FILE})"
 
 
 def listen_address(text: str) -> Tuple[str, int]:
@@ -204,24 +205,87 @@ def run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def add_endpoint(commands: Any) -> None:
-    parser = commands.add_parser("endpoint", help="the reference /events and /sessions endpoint (SQLite)")
+    parser = commands.add_parser("endpoint", help="the reference /events and /sessions endpoint (SQLite or PostgreSQL)")
     parser.add_argument(
         "--listen", type=listen_address, default=config.DEFAULT_ENDPOINT_LISTEN, help="HOST:PORT (%(default)s)"
     )
-    parser.add_argument("--db", default=None, help=f"SQLite file (<state dir>/{ENDPOINT_DB_FILE})")
+    parser.add_argument("--db", default=None, help=DB_HELP)
     parser.add_argument("--verbose", action="store_true", help=f"debug logging (also ${config.ENV_VERBOSE})")
     parser.set_defaults(run=run_endpoint)
 
 
 def run_endpoint(args: argparse.Namespace) -> int:
     from .endpoint import Endpoint
+    from .store import StoreError
 
     _configure_logging(args.verbose)
-    db = args.db or os.path.join(server_state_dir(), ENDPOINT_DB_FILE)
-    os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
     host, port = args.listen
-    endpoint = Endpoint(host, port, db)
+    try:
+        endpoint = Endpoint(host, port, endpoint_db(args.db))
+    except (StoreError, ValueError) as error:
+        print(f"otel-metrics endpoint: {error}", file=sys.stderr)
+        return 2
     return _serve_until_signalled(endpoint.start, endpoint.stop, endpoint.address)
+
+
+def endpoint_db(url: Optional[str]) -> str:
+    return url or os.path.join(server_state_dir(), ENDPOINT_DB_FILE)
+
+
+# report
+
+
+def add_report(commands: Any) -> None:
+    parser = commands.add_parser("report", help="what the endpoint stored: usage, users, sessions (no stack needed)")
+    parser.add_argument("--db", default=None, help=DB_HELP)
+    parser.add_argument("--since", type=report_since, help="first day (YYYY-MM-DD, UTC) or instant (...THH:MM:SSZ)")
+    parser.add_argument("--until", type=report_until, help="last day, included (YYYY-MM-DD), or instant, excluded")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table", help="stdout (%(default)s)")
+    parser.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page with charts")
+    parser.add_argument("--top", type=int, default=20, help="commands and skills listed (%(default)s)")
+    parser.set_defaults(run=run_report)
+
+
+def report_since(text: str) -> str:
+    return _report_bound(text, end=False)
+
+
+def report_until(text: str) -> str:
+    return _report_bound(text, end=True)
+
+
+def _report_bound(text: str, end: bool) -> str:
+    from .report import parse_bound
+
+    try:
+        return parse_bound(text, end)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import Progress, build_report
+    from .report.html import write_html
+    from .report.render import render
+    from .store import StoreError, open_store
+
+    try:
+        store = open_store(endpoint_db(args.db))
+    except (StoreError, ValueError) as error:
+        print(f"otel-metrics report: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = build_report(store, args.since, args.until, args.top, Progress(sys.stderr))
+    except StoreError as error:
+        print(f"otel-metrics report: {error}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    sys.stdout.write(render(report, args.format))
+    if args.html:
+        write_html(report, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0
 
 
 # session-summary
@@ -310,7 +374,13 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
-SUBCOMMANDS: List[Callable[[Any], None]] = [add_forwarder, add_endpoint, add_session_summary, add_doctor]
+SUBCOMMANDS: List[Callable[[Any], None]] = [
+    add_forwarder,
+    add_endpoint,
+    add_report,
+    add_session_summary,
+    add_doctor,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,11 @@
 """The reference endpoint: /events and /sessions as the production endpoint should serve them.
 
 POST validates the key set, the types and the MAC (payloads.py) and stores the
-exact JSON received in SQLite; GET returns what was stored, in arrival order.
-Used by the demo and the tests.
+exact JSON received (store/: SQLite by default, or PostgreSQL); GET returns what was
+stored, in arrival order. When the database fails, the answer is 503, which the
+forwarder retries. GET /metrics gives the stored sessions' aggregates (tool calls,
+tokens, errors) as Prometheus counters, for dashboards on a stock Prometheus and
+Grafana. Used by the demo, the tests and docker-compose.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ import json
 import logging
 import socket
 import socketserver
-import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List
 from urllib.parse import urlsplit
 
 from .payloads import validate_event_payload, validate_session_payload
+from .store import PayloadStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -29,33 +32,46 @@ VALIDATORS: Dict[str, Callable[[object], List[str]]] = {
 }
 
 
-class PayloadStore:
-    """Accepted payloads, as received, in SQLite."""
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+METRIC_PREFIX = "otel_metrics_endpoint_"
 
-    def __init__(self, path: str) -> None:
-        self._lock = threading.Lock()  # one connection, shared by the request threads
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        # Durable across a crash of this process; a reference endpoint need not pay an fsync per payload.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS payloads (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " kind TEXT NOT NULL, body TEXT NOT NULL)"
-            )
 
-    def add(self, kind: str, body: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("INSERT INTO payloads (kind, body) VALUES (?, ?)", (kind, body))
+def exposition(store: PayloadStore) -> str:
+    """Counters over every stored session, in the Prometheus text format.
 
-    def bodies(self, kind: str) -> List[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT body FROM payloads WHERE kind = ? ORDER BY id", (kind,)).fetchall()
-        return [row[0] for row in rows]
+    Every series is there from the first scrape, at 0 on an empty database, so that
+    increase() sees the first sessions too. The database is the count: a restarted
+    endpoint goes on where it was, never back to 0.
+    """
+    from .report import session_totals
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    totals = session_totals(store)
+    families = [
+        ("sessions_total", "Session payloads stored.", [("", totals.sessions)]),
+        ("sessions_with_errors_total", "Stored sessions with a tool error.", [("", totals.sessions_with_errors)]),
+        (
+            "tool_calls_total",
+            "Tool calls of the stored sessions, by tool.",
+            [(f'tool="{tool}"', count) for tool, count in totals.tool_mix.items()],
+        ),
+        ("tool_errors_total", "Tool calls that failed, in the stored sessions.", [("", totals.tool_errors)]),
+        (
+            "tokens_total",
+            "Tokens of the stored sessions, by type.",
+            [
+                (f'type="{key.replace("total_", "").replace("_tokens", "")}"', total)
+                for key, total in totals.tokens.items()
+            ],
+        ),
+    ]
+    lines = []
+    for name, help_text, samples in families:
+        lines += [f"# HELP {METRIC_PREFIX}{name} {help_text}", f"# TYPE {METRIC_PREFIX}{name} counter"]
+        lines += [
+            f"{METRIC_PREFIX}{name}{{{labels}}} {value}" if labels else f"{METRIC_PREFIX}{name} {value}"
+            for labels, value in samples
+        ]
+    return "\n".join(lines) + "\n"
 
 
 class EndpointServer(ThreadingHTTPServer):
@@ -106,24 +122,46 @@ class EndpointHandler(BaseHTTPRequestHandler):
             log.warning("refused a payload for %s: %s", path, "; ".join(problems))
             self._reply(400, {"error": "invalid payload", "problems": problems})
             return
-        self.server.store.add(path[1:], text)
+        try:
+            self.server.store.add(path[1:], text, payload)
+        except StoreError as error:
+            log.error("could not store a payload for %s: %s", path, error)
+            self._reply(503, {"error": "the database is unavailable; retry later"})
+            return
         self._reply(200, {"status": "stored"})
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        if path == "/metrics":
+            self._metrics()
+            return
         if path not in VALIDATORS:
             self._reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
             return
         # The stored texts verbatim: exactly what was received.
-        body = "[" + ",".join(self.server.store.bodies(path[1:])) + "]"
+        try:
+            body = "[" + ",".join(self.server.store.bodies(path[1:])) + "]"
+        except StoreError as error:
+            log.error("could not list %s: %s", path, error)
+            self._reply(503, {"error": "the database is unavailable; retry later"})
+            return
         self._send(200, body.encode("utf-8"))
+
+    def _metrics(self) -> None:
+        try:
+            text = exposition(self.server.store)
+        except StoreError as error:
+            log.error("could not sum the stored sessions: %s", error)
+            self._reply(503, {"error": "the database is unavailable; retry later"})
+            return
+        self._send(200, text.encode("utf-8"), PROMETHEUS_TEXT)
 
     def _reply(self, status_code: int, document: Any) -> None:
         self._send(status_code, json.dumps(document).encode("utf-8"))
 
-    def _send(self, status_code: int, body: bytes) -> None:
+    def _send(self, status_code: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status_code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -137,8 +175,8 @@ class EndpointHandler(BaseHTTPRequestHandler):
 class Endpoint:
     """Server + store; start() returns once it is listening."""
 
-    def __init__(self, host: str, port: int, db_path: str) -> None:
-        self.store = PayloadStore(db_path)
+    def __init__(self, host: str, port: int, db_url: str) -> None:
+        self.store = open_store(db_url)
         try:
             self.server = EndpointServer(host, port, self.store)
         except OSError:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import requests
-from servers import prometheus_sum, stop_process, wait_for
+from servers import free_port, free_ports, prometheus_sum, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
@@ -24,20 +23,7 @@ BINARY = REPO / "build" / "otelcol-metrics"
 START_SECONDS = 30.0
 
 
-def free_ports(count: int) -> List[int]:
-    """Distinct ports nobody listens on right now (the OS's choices for port 0, held together)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
+__all__ = ["CollectorProcess", "free_port", "free_ports"]  # free_port(s) for the collector tests, from servers
 
 
 class CollectorProcess:

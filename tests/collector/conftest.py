@@ -8,30 +8,19 @@ hooks_harness.py); the collector's are in collector_harness.py.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
-from collector_harness import BASE_CONFIG, BINARY, FANOUT_CONFIG, REPO, CollectorProcess
+from collector_harness import BASE_CONFIG, BINARY, FANOUT_CONFIG, CollectorProcess
 from otlp_sink import OtlpSink
+from servers import built
 
 
 @pytest.fixture(scope="session")
 def collector_binary() -> Path:
     """build/otelcol-metrics, brought up to date by `make collector` when Go is here."""
-    if shutil.which("go") and shutil.which("make"):
-        built = subprocess.run(["make", "--no-print-directory", "collector"], cwd=REPO, capture_output=True, text=True)
-        if built.returncode != 0:
-            pytest.fail(f"make collector failed:\n{built.stdout}\n{built.stderr}")
-    if BINARY.exists():
-        return BINARY
-    reason = f"{BINARY.relative_to(REPO)} is missing and Go is not installed: `make collector` builds it"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the collector tests must run)")
-    pytest.skip(reason)
+    return built("collector", BINARY)
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def test_fanout_drops_high_cardinality_keys_on_its_branch_only(
         schema.SESSION_SEGMENT,
     }
 
-    # Prometheus again: the spanmetrics connector counts sessions (cumulative; its first point is 0).
+    # Prometheus again: the spanmetrics connector counts sessions (delta: each flush the new ones).
     def session_counts() -> List[float]:
         points = metric_points(prometheus.bodies(metrics_path), SPANMETRICS_CALLS)
         for _, call_attributes, _ in points:
