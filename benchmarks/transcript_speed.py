@@ -35,6 +35,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from otel_metrics import limits  # noqa: E402
 from otel_metrics.model import SessionAggregates  # noqa: E402
 from otel_metrics.transcript import (  # noqa: E402
     NOT_A_PROMPT_PREFIXES,
@@ -63,6 +64,8 @@ def naive_summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
     tool_names: Dict[object, object] = {}
     error_ids: Dict[object, None] = {}
     usage_groups: Dict[object, Tuple[int, ...]] = {}
+    # Timestamps outside 2020 .. a day ahead count as missing.
+    plausible = (limits.EARLIEST_TIMESTAMP * 10**9, int((time.time() + limits.FUTURE_SLACK_SECONDS) * 10**9))
     files = [(main, True)] + [(p, False) for p in subagent_transcripts(main)]
     try:
         with open(main, "rb"):
@@ -81,7 +84,7 @@ def naive_summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
                     continue  # history a fork copied: counts for nothing
                 stamp = entry.get("timestamp")
                 nanos = parse_timestamp_ns(stamp) if isinstance(stamp, str) else None
-                if nanos is not None:
+                if nanos is not None and plausible[0] <= nanos <= plausible[1]:
                     start_ns = nanos if start_ns is None else min(start_ns, nanos)
                     end_ns = nanos if end_ns is None else max(end_ns, nanos)
             main_thread = in_main and entry.get("isSidechain") is not True

@@ -15,6 +15,12 @@ The rules (issue 4, summed up in README "Session aggregates"):
 
 The whole file is never held in memory: lines are streamed, and what is kept grows
 with the number of messages and tool calls (ids), not with the bytes of their content.
+What one read takes is bounded (limits.py): only regular files are read (a FIFO or a
+device would block or never end), a line longer than MAX_LINE_BYTES is skipped without
+holding it, and one session end reads at most TRANSCRIPT_MAX_BYTES in at most
+TRANSCRIPT_READ_SECONDS; past a bound, what was read is reported and `incomplete` says why.
+Timestamps outside the plausible range (limits.EARLIEST_TIMESTAMP to a day ahead) count
+as missing.
 
 Segments (README "Resumed, forked and compacted sessions"): a session resumed later
 appends to the same files, and each run is reported on its own. `read_segment` reads
@@ -29,10 +35,13 @@ import datetime as _dt
 import logging
 import os
 import re
+import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AbstractSet, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import AbstractSet, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
+from . import limits
 from .hook.fastjson import loads
 from .model import SessionAggregates
 from .transcript_files import subagent_folder, subagent_names
@@ -67,6 +76,9 @@ TokenCounts = Tuple[int, int, int, int]
 _JSON_WHITESPACE = b" \t\r\n"
 _READ_BUFFER_BYTES = 1 << 20  # fewer, larger reads: measurably faster on big transcripts
 _NO_LIMIT = 1 << 62  # bytes: read to the end of the file
+# Far above Claude Code's longest lines (a pasted image is a few MB of base64): a longer one is skipped.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+_DEADLINE_CHECK_LINES = 256  # how often a read looks at the clock
 _ABSENT = object()
 
 
@@ -114,6 +126,7 @@ class Segment:
     awaiting_answer: bool  # the main thread's last prompt had no answer yet at `end`
     copies: int  # entries of the main transcript skipped as history copied from another session
     roots: Tuple[str, ...]  # uuids of main-thread entries that start a chain (`parentUuid` null), copies included
+    incomplete: Optional[str] = None  # why not everything was read (a bound, not a regular file), else None
 
     @property
     def has_activity(self) -> bool:
@@ -156,14 +169,15 @@ def read_segment(
     """
     main = Path(path)
     tally = _Tally(awaiting_answer, copied_history)
-    main_end = _read_file(main, tally, True, start.main, stop.main if stop else None)
+    budget = ReadBudget()
+    main_end = _read_file(main, tally, True, budget, start.main, stop.main if stop else None)
     subagent_ends = dict(start.subagents)
     if main_end is not None:
         for sub in subagent_transcripts(main):
             if stop is not None and sub.name not in stop.subagents:
                 continue
             begin = start.subagents.get(sub.name, 0)
-            end = _read_file(sub, tally, False, begin, stop.subagents[sub.name] if stop else None)
+            end = _read_file(sub, tally, False, budget, begin, stop.subagents[sub.name] if stop else None)
             subagent_ends[sub.name] = begin if end is None else end
     return Segment(
         summary=tally.summary(),
@@ -171,7 +185,80 @@ def read_segment(
         awaiting_answer=tally.prompt_awaiting_answer,
         copies=tally.copies,
         roots=tuple(tally.roots),
+        incomplete=budget.stopped,
     )
+
+
+class ReadBudget:
+    """What one session end's read may take, over all its files: bytes and seconds."""
+
+    def __init__(
+        self, max_bytes: int = limits.TRANSCRIPT_MAX_BYTES, seconds: float = limits.TRANSCRIPT_READ_SECONDS
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.bytes_left = max_bytes
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.stopped: Optional[str] = None  # the first reason a read stopped short
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+
+    def take(self, size: int) -> None:
+        self.bytes_left -= size
+        if self.bytes_left <= 0:
+            self.stop(f"read the first {self.max_bytes} bytes only")
+
+    def in_time(self) -> bool:
+        if time.monotonic() > self.deadline:
+            self.stop(f"stopped reading after {self.seconds:.0f} s")
+            return False
+        return True
+
+
+def open_regular(path: Union[str, os.PathLike]) -> Optional[int]:
+    """A descriptor of `path` if it is a regular file, else None; OSError when it cannot be opened.
+
+    O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused, as is a device).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
+
+
+def _lines(stream: BinaryIO, budget: ReadBudget, bound: int, position: int) -> Iterator[Tuple[int, int, bytes]]:
+    """(offset, length, line) of each line up to byte `bound`, while the budget lasts.
+
+    A line longer than MAX_LINE_BYTES is read through piece by piece, never held: it
+    comes as b"" (a line that is not a JSON object). A line that crosses `bound` is not
+    read: it belongs to what comes after.
+    """
+    count = 0
+    while position < bound and budget.bytes_left > 0:
+        count += 1
+        if count % _DEADLINE_CHECK_LINES == 0 and not budget.in_time():
+            return
+        raw = stream.readline(min(MAX_LINE_BYTES, bound - position + 1))
+        if not raw:
+            return
+        length = len(raw)
+        if length == MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raw = b""
+            while length <= budget.bytes_left:
+                piece = stream.readline(MAX_LINE_BYTES)
+                length += len(piece)
+                if not piece or piece.endswith(b"\n"):
+                    break
+        if position + length > bound:
+            return
+        budget.take(length)
+        yield position, length, raw
+        position += length
 
 
 def subagent_transcripts(main: Path) -> List[Path]:
@@ -181,11 +268,14 @@ def subagent_transcripts(main: Path) -> List[Path]:
 
 
 def entry_uuids(path: Union[str, os.PathLike]) -> Set[str]:
-    """The top-level `uuid` of every entry of one file (empty if it cannot be read)."""
+    """The top-level `uuid` of every entry of one file (empty if it cannot be read), within a read's bounds."""
     uuids: Set[str] = set()
     try:
-        with open(path, "rb", buffering=_READ_BUFFER_BYTES) as stream:
-            for raw in stream:
+        fd = open_regular(path)
+        if fd is None:
+            return uuids
+        with open(fd, "rb", buffering=_READ_BUFFER_BYTES) as stream:
+            for _, _, raw in _lines(stream, ReadBudget(), _NO_LIMIT, 0):
                 if b'"uuid"' not in raw:  # cheap: most lines of a big transcript need no decoding
                     continue
                 try:
@@ -200,42 +290,47 @@ def entry_uuids(path: Union[str, os.PathLike]) -> Set[str]:
     return uuids
 
 
-def _read_file(path: Path, tally: _Tally, in_main: bool, start: int = 0, limit: Optional[int] = None) -> Optional[int]:
-    """Feed the lines of `path` from byte `start` up to byte `limit` to `tally`.
+def _read_file(
+    path: Path, tally: _Tally, in_main: bool, budget: ReadBudget, start: int = 0, limit: Optional[int] = None
+) -> Optional[int]:
+    """Feed the lines of `path` from byte `start` up to byte `limit` to `tally`, within `budget`.
 
     Returns the offset after the last line read, or None if the file could not be
-    opened. A read that fails midway (file removed, disk error) keeps what was read.
+    opened or is not a regular file. A read that fails midway (file removed, disk
+    error) keeps what was read.
     """
-    opened = False
-    position = start
-    bound = _NO_LIMIT if limit is None else limit
     try:
-        with open(path, "rb", buffering=_READ_BUFFER_BYTES) as stream:
-            opened = True
+        fd = open_regular(path)
+    except OSError as exc:
+        log.debug("%s: %s", path, exc)
+        return None
+    if fd is None:
+        budget.stop(f"{path.name} is not a regular file: not read")
+        return None
+    position = start
+    try:
+        with open(fd, "rb", buffering=_READ_BUFFER_BYTES) as stream:
             if start:
                 if os.fstat(stream.fileno()).st_size < start:
                     log.debug("%s: shorter than the %d bytes already reported: rewritten, not read", path, start)
                     return start
                 stream.seek(start)
-            for raw in stream:
-                end = position + len(raw)
-                if end > bound:
-                    break
+            for offset, length, raw in _lines(stream, budget, _NO_LIMIT if limit is None else limit, start):
                 try:
-                    entry = loads(raw.decode("utf-8", "replace"))
+                    entry = loads(raw.decode("utf-8", "replace")) if raw else None
                 except ValueError:
                     entry = None
                 if type(entry) is dict:
                     tally.add(entry, in_main)
-                elif raw.strip(_JSON_WHITESPACE):
+                elif raw.strip(_JSON_WHITESPACE) or not raw:
                     tally.skipped_lines += 1
-                    log.debug("%s: the line at byte %d is not a JSON object: skipped", path, position)
-                    if not raw.endswith(b"\n"):
+                    log.debug("%s: the line at byte %d is not a JSON object: skipped", path, offset)
+                    if raw and not raw.endswith(b"\n"):
                         break  # still being written: read it whole next time
-                position = end
+                position = offset + length
     except OSError as exc:
         log.debug("%s: %s", path, exc)
-    return position if opened else None
+    return position
 
 
 class _Tally:
@@ -460,8 +555,10 @@ def parse_timestamp_ns(text: str) -> Optional[int]:
 
 
 class _TimeRange:
-    """Earliest and latest valid timestamp noted.
+    """Earliest and latest valid and plausible timestamp noted.
 
+    Plausible: from limits.EARLIEST_TIMESTAMP to a day ahead of now (a timestamp of year 1
+    or 2554 is a broken clock or a forged line, and would make the session unsendable).
     Canonical UTC timestamps (nearly all of them) are compared as text, which is
     their time order; their validity depends only on the date, hour and minute
     (remembered per minute) and the second's tens digit. Anything else is parsed.
@@ -473,6 +570,8 @@ class _TimeRange:
         self.first_ns: Optional[int] = None
         self.last_ns: Optional[int] = None
         self._valid_minutes: Dict[str, bool] = {}
+        self._earliest_ns = limits.EARLIEST_TIMESTAMP * _NS
+        self._latest_ns = int((time.time() + limits.FUTURE_SLACK_SECONDS) * _NS)
 
     def note(self, value: object) -> None:
         if type(value) is not str:
@@ -484,7 +583,7 @@ class _TimeRange:
                 self.last_text = value
             return
         nanos = parse_timestamp_ns(value)
-        if nanos is None:
+        if nanos is None or not self._earliest_ns <= nanos <= self._latest_ns:
             return
         if self.first_ns is None or nanos < self.first_ns:
             self.first_ns = nanos
@@ -494,7 +593,9 @@ class _TimeRange:
     def _valid_minute(self, minute: str) -> bool:
         valid = self._valid_minutes.get(minute)
         if valid is None:
-            valid = self._valid_minutes[minute] = parse_timestamp_ns(minute + ":00Z") is not None
+            nanos = parse_timestamp_ns(minute + ":00Z")
+            valid = nanos is not None and self._earliest_ns <= nanos <= self._latest_ns - 60 * _NS
+            self._valid_minutes[minute] = valid
         return valid
 
     def bounds(self) -> Tuple[Optional[int], Optional[int]]:

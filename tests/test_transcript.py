@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +38,8 @@ from transcript_entries import (
     write,
 )
 
+from otel_metrics import limits
+from otel_metrics import transcript as transcript_module
 from otel_metrics.model import COUNT_KEYS, SessionAggregates
 from otel_metrics.transcript import (
     NOT_A_PROMPT_PREFIXES,
@@ -1113,3 +1116,93 @@ def test_copied_history_changes_nothing(history: List[dict], own: List[Line], su
     alone = _summary_of(own, subagents)
     assert forked.copies == len(copies)
     assert dataclasses.replace(forked.summary, session_id=alone.session_id) == alone
+
+
+# Bounds: a transcript is hostile or broken input too (README "Session aggregates").
+
+
+def test_a_fifo_is_not_read_and_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "s.jsonl"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    segment = read_segment(fifo)
+    assert segment.summary.aggregates == SessionAggregates() and segment.summary.start_ns is None
+    assert segment.incomplete == "s.jsonl is not a regular file: not read"
+
+
+def test_a_device_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "s.jsonl").symlink_to("/dev/zero")  # an endless line of NUL bytes
+    segment = read_segment(tmp_path / "s.jsonl")
+    assert segment.incomplete == "s.jsonl is not a regular file: not read"
+
+
+def test_a_subagent_fifo_is_passed_over(tmp_path: Path) -> None:
+    transcript = session(tmp_path, [prompt("hi", timestamp=stamp(1)), answer("m1", timestamp=stamp(2))])
+    (tmp_path / "s" / "subagents").mkdir(parents=True)
+    os.mkfifo(tmp_path / "s" / "subagents" / "agent-x.jsonl")
+    assert summarize(transcript).aggregates.turn_count == 1
+
+
+def test_a_huge_sparse_file_without_newlines_is_read_in_bounded_memory(tmp_path: Path, monkeypatch) -> None:
+    """2 GB of zeros: one endless 'line'. It is read through in pieces, never held, and within the byte budget."""
+    import tracemalloc
+
+    path = tmp_path / "s.jsonl"
+    write(path, [prompt("hi", timestamp=stamp(1)), answer("m1", timestamp=stamp(2))])
+    with open(path, "r+b") as f:
+        f.truncate(2 * 1024**3)  # sparse: no disk used
+    monkeypatch.setattr(transcript_module, "MAX_LINE_BYTES", 1024 * 1024)
+    tracemalloc.start()
+    try:
+        segment = read_segment(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert segment.summary.aggregates.turn_count == 1  # what came before is counted
+    assert segment.summary.skipped_lines == 1
+    assert segment.incomplete == f"read the first {limits.TRANSCRIPT_MAX_BYTES} bytes only"
+    assert peak < 32 * 1024 * 1024, peak
+
+
+def test_an_over_long_line_is_skipped_and_the_rest_counted(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(transcript_module, "MAX_LINE_BYTES", 4096)
+    huge = json.dumps(prompt("x" * 10_000, timestamp=stamp(3)))
+    path = write(tmp_path / "s.jsonl", [prompt("hi", timestamp=stamp(1)), huge, answer("m1", timestamp=stamp(2))])
+    segment = read_segment(path)
+    assert (segment.summary.aggregates.user_message_count, segment.summary.skipped_lines) == (1, 1)
+    assert segment.end.main == path.stat().st_size and segment.incomplete is None
+
+
+def test_the_byte_and_time_budgets_stop_a_read_and_say_so(tmp_path: Path) -> None:
+    lines = [prompt(f"p{i}", timestamp=stamp(i)) for i in range(1000)]
+    path = write(tmp_path / "s.jsonl", lines)
+    budget = transcript_module.ReadBudget(max_bytes=path.stat().st_size // 2)
+    tally = transcript_module._Tally()
+    end = transcript_module._read_file(path, tally, True, budget)
+    assert 0 < end < path.stat().st_size and budget.stopped.startswith("read the first")
+    slow = transcript_module.ReadBudget(seconds=0.0)
+    transcript_module._read_file(path, transcript_module._Tally(), True, slow)
+    assert slow.stopped == "stopped reading after 0 s"
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["0001-01-01T00:00:00.000Z", "1970-01-01T00:00:00.000Z", "2554-07-21T23:34:33.709Z", "2019-12-31T23:59:59Z"],
+)
+def test_implausible_timestamps_count_as_missing(tmp_path: Path, timestamp: str) -> None:
+    path = write(tmp_path / "s.jsonl", [prompt("hi", timestamp=stamp(1)), entry("system", timestamp=timestamp)])
+    summary = summarize(path)
+    assert (summary.start_ns, summary.end_ns) == (parse_timestamp_ns(stamp(1)), parse_timestamp_ns(stamp(1)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=4000), cut=st.integers(min_value=1, max_value=64))
+def test_fuzz_any_bytes_are_read_within_bounds(tmp_path_factory, data: bytes, cut: int) -> None:
+    """Whatever the bytes, the reader returns, keeps to its byte budget and never raises."""
+    path = tmp_path_factory.mktemp("fuzz") / "s.jsonl"
+    path.write_bytes(data)
+    budget = transcript_module.ReadBudget(max_bytes=cut * 64)
+    tally = transcript_module._Tally()
+    end = transcript_module._read_file(path, tally, True, budget)
+    assert end is not None and 0 <= end <= len(data)
+    assert budget.bytes_left > -transcript_module.MAX_LINE_BYTES
+    tally.summary()

@@ -59,6 +59,8 @@ class SessionReports:
             self.registry.add_roots(session_id, segment.roots)
             if segment.copies:
                 log.info("session %s: %d entries copied from another session not counted", session_id, segment.copies)
+            if segment.incomplete:  # one bad transcript must not hold up the rest: report what was read
+                log.error("session %s: transcript %s; reported from what was read", session_id, segment.incomplete)
         session = session_from_summary(
             session_id,
             segment.summary if segment else None,
