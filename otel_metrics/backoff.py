@@ -20,6 +20,14 @@ DEFAULT_MAXIMUM = 60.0
 DEFAULT_MULTIPLIER = 2.0
 DEFAULT_JITTER = 0.2  # each delay is drawn from [d * 0.8, d * 1.2], then capped
 RETRY_AFTER_LIMIT = 600.0  # seconds: the longest Retry-After honoured as given
+# Client errors that say "later", not "never": timeout, too early, too many requests.
+RETRYABLE_4XX = (408, 425, 429)
+
+
+def refused_for_good(status: int) -> bool:
+    """Whether an HTTP answer means the same request will never be accepted: a 4xx other than
+    RETRYABLE_4XX. Anything else that is not a 2xx (5xx, those 4xx, no answer) is worth a retry."""
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ attribute keys come from schema.py, which the forwarder decodes with.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterable, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import requests
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -114,23 +115,68 @@ def sessions_to_spans(sessions: Sequence[Session]) -> List[ReadableSpan]:
     return spans
 
 
+# The collector refusing the content itself: the same records will never be accepted. Other
+# client errors (401, 403, 404, ...) say the collector is misconfigured or misnamed: the records
+# are kept for when that is fixed.
+REFUSED_CONTENT = (400, 413, 422)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the collector made of one export."""
+
+    accepted: bool
+    refused: bool = False  # the content, for good: sending the same again is pointless
+    detail: str = ""  # the HTTP status and the start of the collector's message
+
+
+ACCEPTED = Answer(accepted=True)
+
+
+class _AnswerKeeper(requests.Session):
+    """A requests session that keeps the last HTTP answer: the SDK's exporters report only success or failure."""
+
+    last: Optional[Tuple[int, str]] = None
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.last = None
+        response = super().send(request, **kwargs)
+        self.last = (response.status_code, response.text[:200].strip())
+        return response
+
+
 class OtlpSender:
     """The OTLP/HTTP exporters of the SDK, aimed at one collector base URL."""
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        session = requests.Session()
+        self._session = _AnswerKeeper()
         # A company HTTP(S)_PROXY without NO_PROXY would swallow loopback traffic.
-        session.trust_env = not is_loopback_url(base_url)
+        self._session.trust_env = not is_loopback_url(base_url)
         self.base_url = base_url.rstrip("/")
-        self._metrics = OTLPMetricExporter(endpoint=self.base_url + "/v1/metrics", timeout=timeout, session=session)
-        self._traces = OTLPSpanExporter(endpoint=self.base_url + "/v1/traces", timeout=timeout, session=session)
+        self._metrics = OTLPMetricExporter(
+            endpoint=self.base_url + "/v1/metrics", timeout=timeout, session=self._session
+        )
+        self._traces = OTLPSpanExporter(endpoint=self.base_url + "/v1/traces", timeout=timeout, session=self._session)
 
-    def send_events(self, events: Sequence[Event]) -> bool:
-        return all(self._metrics.export(data) == MetricExportResult.SUCCESS for data in events_to_metrics(events))
+    def send_events(self, events: Sequence[Event]) -> Answer:
+        for data in events_to_metrics(events):
+            self._session.last = None
+            if self._metrics.export(data) != MetricExportResult.SUCCESS:
+                return self._failure()
+        return ACCEPTED
 
-    def send_sessions(self, sessions: Sequence[Session]) -> bool:
+    def send_sessions(self, sessions: Sequence[Session]) -> Answer:
         spans = sessions_to_spans(sessions)
-        return not spans or self._traces.export(spans) == SpanExportResult.SUCCESS
+        self._session.last = None
+        if spans and self._traces.export(spans) != SpanExportResult.SUCCESS:
+            return self._failure()
+        return ACCEPTED
+
+    def _failure(self) -> Answer:
+        if self._session.last is None:
+            return Answer(accepted=False, detail="no answer")
+        status, text = self._session.last
+        return Answer(accepted=False, refused=status in REFUSED_CONTENT, detail=f"HTTP {status}: {text}".rstrip(": "))
 
     def close(self) -> None:
         self._metrics.shutdown()

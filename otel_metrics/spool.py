@@ -126,6 +126,34 @@ def remove(state_dir, name):
         pass
 
 
+REJECTED_DIR = "rejected"
+REJECTED_MAX_RECORDS = 100  # the newest kept; older ones are deleted
+
+
+def set_aside(state_dir, name, reason):
+    """Move a record that will never be accepted (refused for good, or not a record) out of the
+    spool into rejected/, with a note saying why, so it neither blocks nor is retried forever.
+    Bounded: beyond REJECTED_MAX_RECORDS, the oldest go."""
+    rejected = os.path.join(state_dir, REJECTED_DIR)
+    os.makedirs(rejected, mode=0o700, exist_ok=True)
+    try:
+        os.replace(os.path.join(directory(state_dir), name), os.path.join(rejected, name))
+    except FileNotFoundError:
+        return
+    fd = os.open(os.path.join(rejected, name + ".why"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (reason + "\n").encode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+    kept = sorted(n for n in os.listdir(rejected) if n.endswith(SUFFIX))
+    for old in kept[: max(0, len(kept) - REJECTED_MAX_RECORDS)]:
+        for path in (os.path.join(rejected, old), os.path.join(rejected, old + ".why")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
 def enforce_bounds(state_dir, max_items, max_age_seconds, now=None):
     """Drop records beyond the bounds (oldest first); return how many were dropped.
 

@@ -11,7 +11,7 @@ import gzip
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -23,6 +23,7 @@ class OtlpSink:
         self.traces: List[ExportTraceServiceRequest] = []
         self.requests: List[Tuple[str, bytes]] = []  # (path, body as sent, gunzipped)
         self.status = 200
+        self.refuse: Optional[Callable[[bytes], bool]] = None  # bodies answered 400, as refused for good
         self.delay = 0.0
         self._lock = threading.Lock()
         self._server: Optional[ThreadingHTTPServer] = None
@@ -43,9 +44,10 @@ class OtlpSink:
                     body = gzip.decompress(body)
                 if sink.delay:
                     time.sleep(sink.delay)
-                if sink.status == 200:
+                status = 400 if sink.refuse is not None and sink.refuse(body) else sink.status
+                if status == 200:
                     sink._record(self.path, body)
-                self.send_response(sink.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from typing import List, Tuple
 
 import pytest
 from hooks_harness import (
+    exporter_lock_held,
     exporter_pids,
     hook_env,
     kill_exporters,
@@ -81,15 +83,35 @@ def test_collector_down_then_back_loses_nothing(sink: OtlpSink, state: Path) -> 
     assert len(failures) == 1  # once per outage, not once per retry
 
 
-def test_collector_refusing_keeps_records(sink: OtlpSink, state: Path) -> None:
-    sink.status = 400  # not retryable for the SDK: still, nothing is removed
+def test_a_misconfigured_collector_keeps_records(sink: OtlpSink, state: Path) -> None:
+    sink.status = 401  # the collector wants credentials: the records are not at fault, nothing is removed
     env = hook_env(state, sink.url)
     run_hook(prompt_input("/cmd:refused"), env)
-    assert wait_for(lambda: any("did not accept" in line for line in log_lines(state)), DEADLINE)
+    assert wait_for(lambda: any("did not accept the export (HTTP 401" in line for line in log_lines(state)), DEADLINE)
     assert len(list(spool_records(state))) == 1
     sink.status = 200
     run_hook(prompt_input("/cmd:next"), env)
     assert wait_for(lambda: sink.event_count() == 2, DEADLINE)
+
+
+def test_records_refused_for_good_are_set_aside_and_the_rest_flows(sink: OtlpSink, state: Path) -> None:
+    """The collector refuses the content of any request holding one record (400): that record is found
+    by halving the batch and set aside; the others arrive; later records are not held up."""
+    sink.refuse = lambda body: b"cmd:poison" in body
+    env = hook_env(state, sink.url)
+    kill_exporters(state)
+    with exporter_lock_held(state):  # the records wait until all are spooled, so they go in one batch
+        for name in ("cmd:one", "cmd:poison", "cmd:two", "cmd:three"):
+            run_hook(prompt_input(f"/{name}"), env)
+    run_hook(prompt_input("/cmd:four"), env)
+    assert wait_for(lambda: sink.event_count() == 4, DEADLINE)
+    arrived = sorted(a[schema.EVENT_NAME] for a, _ in sink.event_points())
+    assert arrived == ["cmd:four", "cmd:one", "cmd:three", "cmd:two"]
+    [line] = [line for line in log_lines(state) if "refused 1 record(s) for good" in line]
+    assert "HTTP 400" in line
+    [aside] = (state / "rejected").glob("*.json")
+    assert json.loads(aside.read_text())["name"] == "cmd:poison"
+    assert wait_for(lambda: not list(spool_records(state)), DEADLINE)
 
 
 def test_fifty_concurrent_hooks_arrive_exactly_once(sink: OtlpSink, state: Path) -> None:
@@ -147,14 +169,17 @@ def test_spool_bound_drops_oldest_and_says_how_many(sink: OtlpSink, state: Path)
     assert sorted(a[schema.EVENT_NAME] for a, _ in sink.event_points()) == ["cmd:n4", "cmd:n5"]
 
 
-def test_unreadable_spool_record_is_dropped_with_a_log_line(sink: OtlpSink, state: Path) -> None:
+def test_unreadable_spool_record_is_set_aside_with_a_log_line(sink: OtlpSink, state: Path) -> None:
     (state / "spool").mkdir()
-    (state / "spool" / f"{time.time_ns():020d}-1-deadbeef.json").write_text("{not json")
+    name = f"{time.time_ns():020d}-1-deadbeef.json"
+    (state / "spool" / name).write_text("{not json")
     env = hook_env(state, sink.url)
     run_hook(prompt_input("/cmd:fine"), env)
     assert wait_for(lambda: sink.event_count() == 1, DEADLINE)
-    assert any("dropped spool record" in line for line in log_lines(state))
+    assert any("set aside 1 spool record(s) that can never be sent" in line for line in log_lines(state))
     assert wait_for(lambda: not list((state / "spool").glob("*.json")), DEADLINE)
+    assert (state / "rejected" / name).read_text() == "{not json"
+    assert (state / "rejected" / (name + ".why")).read_text() == "unreadable\n"
 
 
 def test_session_start_sends_what_was_left(sink: OtlpSink, state: Path, tmp_path: Path) -> None:
@@ -436,3 +461,31 @@ def test_a_ready_record_of_an_earlier_version_is_sent_as_a_first_run(
     drain(in_process())
     [sent] = sessions_sent(sink)
     assert (sent.segment, sent.aggregates.turn_count) == (0, 2)
+
+
+def _poisoned_transcript(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # an endless line
+    else:  # a timestamp of year 1: such a session could not be sent
+        path.write_text(
+            json.dumps({"type": "user", "timestamp": "0001-01-01T00:00:00.000Z", "message": {"content": "hi"}}) + "\n"
+        )
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "year 1"])
+def test_a_poisoned_transcript_blocks_nothing(sink: OtlpSink, state: Path, tmp_path: Path, kind: str) -> None:
+    """The session is reported from what could be read (here: nothing), the log says why, later records flow."""
+    env = hook_env(state, sink.url)
+    transcript = _poisoned_transcript(kind, tmp_path)
+    run_hook(session_input("SessionEnd", "poisoned", transcript, "logout"), env)
+    run_hook(prompt_input("/cmd:after", session_id="next"), env)
+    assert wait_for(lambda: sink.event_count() == 1 and len(sink.spans()) == 1, DEADLINE)
+    [span] = sink.spans()
+    assert span.start_time_unix_nano > 1_577_836_800 * 10**9  # the hook's time, not year 1
+    if kind != "year 1":
+        assert any("transcript" in line and "is not a regular file" in line for line in log_lines(state))
+    assert wait_for(lambda: not list(spool_records(state)), DEADLINE)

@@ -64,8 +64,8 @@ def send(url: str, events: List[Event] = (), sessions: List[Session] = ()) -> No
     """Through the OTel SDK's own OTLP/HTTP exporters, as the hooks' exporter sends."""
     sender = OtlpSender(url)
     try:
-        assert sender.send_events(list(events))
-        assert sender.send_sessions(list(sessions))
+        assert sender.send_events(list(events)).accepted
+        assert sender.send_sessions(list(sessions)).accepted
     finally:
         sender.close()
 

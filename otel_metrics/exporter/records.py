@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any, Dict, NamedTuple, Optional
 
 from ..model import COUNT_KEYS, Event, Session, SessionAggregates
+from ..payloads import event_payload, session_payload, validate_event_payload, validate_session_payload
 from ..transcript import Offsets
 
 EVENT = "event"
@@ -37,7 +38,7 @@ def _optional_str(record: Dict[str, Any], key: str) -> Optional[str]:
 
 
 def event_from_record(record: Dict[str, Any], user_id: Optional[str]) -> Event:
-    return Event(
+    event = Event(
         kind=required(record, "kind", str),
         name=required(record, "name", str),
         prompt_length=required(record, "prompt_length", int),
@@ -47,6 +48,18 @@ def event_from_record(record: Dict[str, Any], user_id: Optional[str]) -> Event:
         version=required(record, "version", str),
         os=required(record, "os", str),
     )
+    _within_the_contract(event_payload, validate_event_payload, event)
+    return event
+
+
+def _within_the_contract(build: Any, validate: Any, item: Any) -> None:
+    """What the endpoint would refuse is not sent: it would only come back refused."""
+    try:
+        problems = validate(build(item))
+    except ValueError as error:
+        problems = [str(error)]
+    if problems:
+        raise BadRecord("; ".join(problems))
 
 
 class SegmentEnd(NamedTuple):
@@ -91,7 +104,7 @@ def stop_offsets(record: Dict[str, Any]) -> Optional[Offsets]:
 
 
 def session_from_record(record: Dict[str, Any]) -> Session:
-    return Session(
+    session = Session(
         session_id=required(record, "session_id", str),
         user_id=_optional_str(record, "user_id"),
         exit_reason=required(record, "exit_reason", str),
@@ -102,3 +115,5 @@ def session_from_record(record: Dict[str, Any]) -> Session:
         aggregates=SessionAggregates(**{key: required(record, key, int) for key in COUNT_KEYS}),
         segment=required(record, "segment", int) if "segment" in record else 0,
     )
+    _within_the_contract(session_payload, validate_session_payload, session)
+    return session

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, NoReturn, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from .. import bootstrap, config, lock, spool
 from ..identity import anonymous_id
@@ -15,6 +15,9 @@ from ..model import Event, Session
 from . import interpreter, local_forwarder, records
 from .registry import SessionRegistry
 from .sessions import SessionReports
+
+if TYPE_CHECKING:
+    from ..emit import Answer
 
 log = logging.getLogger("otel_metrics.exporter")
 
@@ -62,6 +65,7 @@ class Exporter:
         self.sessions = SessionReports(state_dir, self.registry)
         self._sender = None
         self._failing = False
+        self._last_failure = ""
 
     def _target(self) -> Optional[str]:
         """The OTLP base URL to export to now: the configured collector, else the local forwarder."""
@@ -94,6 +98,7 @@ class Exporter:
         events: List[Tuple[str, Event]] = []
         sessions: List[Tuple[str, Session]] = []
         user_id = anonymous_id(self.state)
+        set_aside = []
         for name in spool.pending(self.state)[:BATCH]:
             record = spool.read(self.state, name)
             try:
@@ -101,8 +106,15 @@ class Exporter:
                     raise records.BadRecord("unreadable")
                 self._take(name, record, user_id, events, sessions)
             except (records.BadRecord, TypeError, ValueError) as error:
-                log.error("dropped spool record %s: %s", name, error)
-                spool.remove(self.state, name)
+                spool.set_aside(self.state, name, str(error))
+                set_aside.append(str(error))
+        if set_aside:  # one line however many: a hostile or broken spool must not flood the log
+            log.error(
+                "set aside %d spool record(s) that can never be sent, in %s (first: %s)",
+                len(set_aside),
+                os.path.join(self.state, spool.REJECTED_DIR),
+                set_aside[0],
+            )
         return self._send(events, sessions)
 
     def _take(self, name: str, record: Dict, user_id: Optional[str], events: List, sessions: List) -> None:
@@ -139,22 +151,43 @@ class Exporter:
         if target is None:
             return False  # the local forwarder could not start: said in the log, records kept
         sender = self._sender_for(target)
-        ok = True
-        for batch, send in ((events, sender.send_events), (sessions, sender.send_sessions)):
-            if not batch:
-                continue
-            if send([item for _, item in batch]):
-                for name, _ in batch:
-                    spool.remove(self.state, name)
-                log.info("exported %d record(s) to %s", len(batch), target)
-            else:
-                ok = False
+        refusals: List[str] = []
+        ok = self._export(events, sender.send_events, refusals) & self._export(sessions, sender.send_sessions, refusals)
+        if refusals:
+            log.error(
+                "the collector at %s refused %d record(s) for good (first: %s): set aside in %s",
+                target,
+                len(refusals),
+                refusals[0],
+                os.path.join(self.state, spool.REJECTED_DIR),
+            )
         if ok and self._failing:
             log.error("collector at %s reachable again", target)
         elif not ok and not self._failing:  # once per outage, not once per retry
-            log.error("collector at %s did not accept the export; records kept", target)
+            log.error("collector at %s did not accept the export (%s); records kept", target, self._last_failure)
         self._failing = not ok
         return ok
+
+    def _export(self, batch: List[Tuple[str, Any]], send: Callable[[List[Any]], Answer], refusals: List[str]) -> bool:
+        """Send a batch; True unless it must be tried again later. A batch the collector refuses
+        for good is halved until the records at fault are found: those are set aside, the rest sent."""
+        if not batch:
+            return True
+        answer = send([item for _, item in batch])
+        if answer.accepted:
+            for name, _ in batch:
+                spool.remove(self.state, name)
+            log.info("exported %d record(s)", len(batch))
+            return True
+        if not answer.refused:
+            self._last_failure = answer.detail
+            return False
+        if len(batch) == 1:
+            spool.set_aside(self.state, batch[0][0], answer.detail)
+            refusals.append(answer.detail)
+            return True
+        half = len(batch) // 2
+        return self._export(batch[:half], send, refusals) and self._export(batch[half:], send, refusals)
 
     def run(self, lock_fd: int) -> Optional[Dict[str, str]]:
         """Drain until idle, then return None; or return the settings a later hook poked with, when
@@ -256,7 +289,9 @@ def main(env: Mapping[str, str] = os.environ) -> None:
         lock_fd = lock.try_acquire(state)
         if lock_fd is None:
             return  # another exporter is draining the spool
+    os.umask(0o077)  # the state is the user's alone, whatever started this process
     try:
+        os.chmod(state, 0o700)  # Claude Code creates the data directory readable by all
         _setup_logging(state, config.verbose(env))
     except OSError:
         pass

@@ -29,14 +29,13 @@ import time
 from collections import deque
 from typing import Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from ..backoff import Backoff, parse_retry_after
+from ..backoff import Backoff, parse_retry_after, refused_for_good
 from .http_client import Answer, Connection, Pool, Target, target_for
 from .outbox import Item, Outbox, OutboxUnavailable
 from .telemetry import KINDS, Telemetry
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_4XX = (408, 425, 429)
 DEFAULT_WORKERS = 10
 DEFAULT_RETRY_INITIAL = 0.5  # seconds
 DEFAULT_RETRY_MAX = 60.0
@@ -63,7 +62,7 @@ def outcome_of(answer: Answer) -> Outcome:
     detail = answer.body.decode("utf-8", "replace").strip()
     if 200 <= status < 300:
         return Outcome(DELIVERED, status, detail, "")
-    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+    if refused_for_good(status):
         return Outcome(REFUSED, status, detail, str(status))
     return Outcome(RETRY, status, detail, str(status), parse_retry_after(answer.retry_after, time.time()))
 
