@@ -130,6 +130,18 @@ def resolve(key: str, env: "Mapping[str, str]" = os.environ) -> "Tuple[Optional[
     return (DEFAULT_METRICS_URL if key == METRICS_URL else None), "default"
 
 
+def fallback_state_dir(env: "Mapping[str, str]" = os.environ) -> str:
+    """Where the hooks record when the state directory cannot be written (read-only, a plain
+    file, a full disk): the user's cache directory, one place per state directory."""
+    import zlib
+
+    primary = state_dir(env)
+    base = env.get("XDG_CACHE_HOME") or (env.get("LOCALAPPDATA") if os.name == "nt" else None)
+    base = base or os.path.join(os.path.expanduser("~"), ".cache")
+    name = os.path.basename(os.path.normpath(primary)) or "state"
+    return os.path.join(base, "claude-plugin-usage-metrics", f"{name}-{zlib.crc32(os.fsencode(primary)):08x}")
+
+
 def metrics_url(env: "Mapping[str, str]" = os.environ) -> str:
     return str(resolve(METRICS_URL, env)[0]).rstrip("/")
 

@@ -39,7 +39,7 @@ def check(env: Mapping[str, str], probe_network: bool = True) -> List[Finding]:
     findings = [
         Finding(OK, "plugin", f"version {__version__} in {config.plugin_root(env)}"),
         _python(),
-        _state_dir(state),
+        _state_dir(state, env),
         _dependencies(env, state),
         *_destination(env, state, probe_network),
         _spool(state),
@@ -57,18 +57,32 @@ def _python() -> Finding:
     return Finding(OK, "python", f"{sys.executable} ({version})")
 
 
-def _state_dir(state: str) -> Finding:
+def _state_dir(state: str, env: Mapping[str, str]) -> Finding:
+    problem = _unwritable(state)
+    if problem is None:
+        return Finding(OK, "state", f"{state} (anonymous id, spool, log, the plugin's Python)")
+    fallback = config.fallback_state_dir(env)
+    if _unwritable(fallback) is None:
+        return Finding(WARN, "state", f"{state} cannot be written ({problem}): the hooks record in {fallback} instead")
+    return Finding(
+        FAIL,
+        "state",
+        f"neither {state} ({problem}) nor {fallback} can be written: nothing can be recorded; "
+        f"free some disk space, or make one of them writable",
+    )
+
+
+def _unwritable(directory: str) -> Optional[str]:
+    """Why a file cannot be written in directory, or None when it can."""
     try:
-        os.makedirs(state, mode=0o700, exist_ok=True)
-        probe = os.path.join(state, f".doctor-{os.getpid()}")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        probe = os.path.join(directory, f".doctor-{os.getpid()}")
         with open(probe, "w", encoding="ascii") as f:
             f.write("ok")
         os.unlink(probe)
     except OSError as error:
-        return Finding(
-            FAIL, "state", f"{state} cannot be written ({error.strerror or error}): nothing can be recorded"
-        )
-    return Finding(OK, "state", f"{state} (anonymous id, spool, log, the plugin's Python)")
+        return str(error.strerror or error)
+    return None
 
 
 def _dependencies(env: Mapping[str, str], state: str) -> Finding:

@@ -3,6 +3,8 @@
 Stdlib-only and regex-free: it runs on the hook's fast path.
 """
 
+from .limits import NAME_MAX_CHARS
+
 SLASH_COMMAND = "slash_command"
 SKILL = "skill"
 # A typed prompt: UserPromptExpansion fires only when a typed command expands, UserPromptSubmit
@@ -14,8 +16,8 @@ _REST = _FIRST | frozenset("._-")
 
 
 def is_command_name(name):
-    """`seg(:seg)*`, each segment `[A-Za-z0-9][A-Za-z0-9._-]*` (ASCII only)."""
-    if not isinstance(name, str) or not name:
+    """`seg(:seg)*`, each segment `[A-Za-z0-9][A-Za-z0-9._-]*` (ASCII only), at most limits.NAME_MAX_CHARS."""
+    if not isinstance(name, str) or not name or len(name) > NAME_MAX_CHARS:
         return False
     for segment in name.split(":"):
         if not segment or segment[0] not in _FIRST:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Union
 
@@ -39,6 +40,8 @@ def hook_env(state_dir: Path, otlp_endpoint: str, **extra: str) -> Dict[str, str
             "CLAUDE_METRICS_OTLP_ENDPOINT": otlp_endpoint,
             "CLAUDE_METRICS_EXPORTER_IDLE_SECONDS": "2",
             "CLAUDE_METRICS_PYTHON": sys.executable,
+            # The fallback state directory (config.fallback_state_dir) is the test's, not the real home's.
+            "XDG_CACHE_HOME": str(state_dir.parent / "cache"),
         }
     )
     env.update(extra)
@@ -116,6 +119,19 @@ def exporter_pids(state_dir: Path) -> List[int]:
         if f"CLAUDE_METRICS_DIR={state_dir}".encode() in environ:
             pids.append(int(entry.name))
     return pids
+
+
+@contextmanager
+def exporter_lock_held(state_dir: Path) -> Iterator[None]:
+    """While held, hooks only record (the exporter lock is taken): their records wait in the spool."""
+    from otel_metrics import lock
+
+    fd = lock.try_acquire(str(state_dir))
+    assert fd is not None, "an exporter holds the lock"
+    try:
+        yield
+    finally:
+        lock.release(fd)
 
 
 def kill_exporters(state_dir: Path, sig: int = signal.SIGKILL) -> List[int]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hooks_harness import (
+    exporter_lock_held,
     hook_commands,
     hook_env,
     log_lines,
@@ -22,7 +23,7 @@ from hooks_harness import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otel_metrics import __version__, lock
+from otel_metrics import __version__, config
 from otel_metrics.hook import main as hook_main
 
 DEAD_COLLECTOR = "http://127.0.0.1:9"
@@ -31,9 +32,8 @@ DEAD_COLLECTOR = "http://127.0.0.1:9"
 @pytest.fixture(autouse=True)
 def exporter_held(state: Path):
     """We hold the state directory's exporter lock, so hooks only record."""
-    fd = lock.try_acquire(str(state))
-    yield
-    lock.release(fd)
+    with exporter_lock_held(state):
+        yield
 
 
 @pytest.fixture
@@ -191,8 +191,27 @@ def test_huge_slash_command_prompt_is_still_one_event(state: Path, env: dict) ->
 
 
 def test_state_directory_that_cannot_be_used(tmp_path: Path) -> None:
+    """A plain file where the state directory should be: the record goes to the fallback, said once there."""
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
+    env = hook_env(not_a_dir, DEAD_COLLECTOR)
+    fallback = Path(config.fallback_state_dir(env))
+    assert fallback.is_relative_to(tmp_path / "cache")
+    fallback.mkdir(parents=True)
+    with exporter_lock_held(fallback):
+        for name in ("/jira:solve", "/jira:close"):
+            result = run_hook(prompt_input(name), env)
+            assert_silent(result)
+            assert result.stderr == b""
+    assert [r["name"] for r in spool_records(fallback)] == ["jira:solve", "jira:close"]
+    [line] = log_lines(fallback)
+    assert f"cannot record in {not_a_dir} (Not a directory): recording in {fallback} instead" in line
+
+
+def test_no_usable_state_directory_at_all_stays_silent(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    (tmp_path / "cache").write_text("")  # the fallback's parent is a file too
     result = run_hook(prompt_input("/jira:solve"), hook_env(not_a_dir, DEAD_COLLECTOR))
     assert_silent(result)
     assert result.stderr == b""
@@ -256,3 +275,27 @@ def test_fuzz_arbitrary_json(state: Path, capsys, value: object) -> None:
     for record in spool_records(state):  # whatever was recorded is well-formed
         assert record["record"] in ("event", "session_start", "session_end")
         assert isinstance(record["session_id"], str) and record["session_id"]
+
+
+@pytest.mark.parametrize(
+    "session_id",
+    ["s" * (30 * 1024 * 1024), "x" * 129, "with space", "lone \ud800 surrogate", "tab\there", "naïve"],
+    ids=["30 MB", "129 characters", "a space", "a lone surrogate", "a tab", "non-ASCII"],
+)
+def test_an_unusable_session_id_records_nothing_and_says_so(state: Path, env: dict, session_id: str) -> None:
+    data = json.dumps(prompt_input("/jira:solve", session_id=session_id)).encode()
+    result = run_hook(data, env, event="UserPromptSubmit")
+    assert_silent(result)
+    assert list(spool_records(state)) == []
+    [line] = log_lines(state)
+    assert "unusable session_id" in line and session_id[:20] not in line
+
+
+def test_field_bounds(state: Path, env: dict, tmp_path: Path) -> None:
+    assert_silent(run_hook(prompt_input("/" + "n" * 129), env))  # a name longer than the contract: not an event
+    assert list(spool_records(state)) == []
+    end = session_input("SessionEnd", "s-1", None, reason="r" * 33)
+    end["transcript_path"] = "/" + "p" * 5000
+    assert_silent(run_hook(end, env))
+    [record] = spool_records(state)
+    assert (record["reason"], record["transcript_path"]) == (None, None)

@@ -9,11 +9,12 @@ import os
 import sys
 import time
 
-from .. import __version__, config, events, lock, spool
+from .. import __version__, config, events, limits, lock, spool
 from . import fastjson
 
-MAX_INPUT_BYTES = 64 * 1024 * 1024
-MAX_REASON_CHARS = 64
+MAX_INPUT_BYTES = limits.PROMPT_LENGTH_MAX  # a prompt's length is bounded by what is read
+MAX_PATH_CHARS = 4096  # a transcript path beyond this is no path Claude Code wrote
+FALLBACK_NOTE = ".recorded-here-instead"  # in the fallback directory: its log line was written
 SESSION_HOOKS = ("SessionStart", "SessionEnd")
 
 
@@ -36,6 +37,7 @@ def handle(stdin, env):
     fired_ns = time.time_ns()
     if config.disabled(env):
         return
+    os.umask(0o077)  # the state is the user's alone: everything this hook and its children create
     state = config.state_dir(env)
     verbose = config.verbose(env)
     try:
@@ -43,7 +45,7 @@ def handle(stdin, env):
         record = record_for(hook_input, fired_ns)
         quiet = record is not None and record["record"] == "session_start"
         if record is not None:
-            spool.append(state, record, quiet=quiet)
+            state = record_where_possible(state, record, quiet, env)
             if verbose:
                 log(state, f"recorded {record['record']} {record.get('kind', '')} {record.get('name', '')}".rstrip())
         elif verbose:
@@ -51,12 +53,47 @@ def handle(stdin, env):
         # A record just written is work; otherwise look whether anything waits.
         if (record is not None and not quiet) or spool.has_work(state):
             wake_exporter(state)
+        if quiet:  # a session starts: records left in the fallback while the state directory was unusable
+            fallback = config.fallback_state_dir(env)
+            if fallback != state and spool.has_work(fallback):
+                wake_exporter(fallback)
     except BadInput as problem:
         log(state, str(problem))
     except OSError as problem:
         log(state, f"cannot record in {state}: {problem.strerror or problem}")
     except Exception as problem:
         log(state, f"unexpected {type(problem).__name__}: {problem}")
+
+
+def record_where_possible(state, record, quiet, env):
+    """Spool the record in the state directory, or, where that cannot be written (read-only, a
+    plain file, a full disk), in the fallback one; return the directory used. OSError when neither can."""
+    try:
+        spool.append(state, record, quiet=quiet)
+        return state
+    except OSError as problem:
+        fallback = config.fallback_state_dir(env)
+        spool.append(fallback, record, quiet=quiet)
+        note = os.path.join(fallback, FALLBACK_NOTE)
+        if not os.path.exists(note):  # said once, not by every hook
+            _copy_anonymous_id(state, fallback)
+            log(fallback, f"cannot record in {state} ({problem.strerror or problem}): recording in {fallback} instead")
+            os.close(os.open(note, os.O_WRONLY | os.O_CREAT, 0o600))
+        return fallback
+
+
+def _copy_anonymous_id(state, fallback):
+    """The same user in the fallback: its exporter would otherwise make a new anonymous id."""
+    try:
+        with open(os.path.join(state, config.ANONYMOUS_ID_FILE), "rb") as source:
+            value = source.read(64)
+        fd = os.open(os.path.join(fallback, config.ANONYMOUS_ID_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)
 
 
 def read_input(stdin):
@@ -88,8 +125,11 @@ def record_for(hook_input, fired_ns):
     session_id = hook_input.get("session_id")
     if not isinstance(session_id, str) or not session_id:
         raise BadInput(f"{hook_event or 'hook'} input without session_id: nothing sent")
+    if len(session_id) > limits.SESSION_ID_MAX_CHARS or not limits.SESSION_ID_CHARACTERS.issuperset(session_id):
+        # Claude Code's are UUIDs: anything else would be refused downstream, and must not clog the spool.
+        raise BadInput(f"{hook_event or 'hook'} input with an unusable session_id ({len(session_id)} characters)")
     transcript = hook_input.get("transcript_path")
-    transcript = transcript if isinstance(transcript, str) and transcript else None
+    transcript = transcript if isinstance(transcript, str) and 0 < len(transcript) <= MAX_PATH_CHARS else None
     if hook_event == "SessionStart":
         return {"record": "session_start", "session_id": session_id, "transcript_path": transcript}
     if hook_event == "SessionEnd":
@@ -102,7 +142,8 @@ def record_for(hook_input, fired_ns):
             "record": "session_end",
             "session_id": session_id,
             "transcript_path": transcript,
-            "reason": reason[:MAX_REASON_CHARS] if isinstance(reason, str) else None,
+            # A longer reason is not an identifier: the payload would say "other" (limits.EXIT_REASON_MAX_CHARS).
+            "reason": reason if isinstance(reason, str) and len(reason) <= limits.EXIT_REASON_MAX_CHARS else None,
             "time_ns": fired_ns,
             "transcript_bytes": transcript_bytes,
             "subagent_bytes": subagent_bytes,
