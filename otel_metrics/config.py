@@ -93,13 +93,13 @@ def state_dir(env: "Mapping[str, str]" = os.environ) -> str:
 
 # Variables a background process's work depends on: the plugin's own, and how it reaches the
 # network (pip's settings and proxies, for installing the dependencies and for delivery).
-_SETTINGS_PREFIXES = ("CLAUDE_METRICS_", "CLAUDE_PLUGIN_")
+_SETTINGS_PREFIXES = ("CLAUDE_METRICS_", "CLAUDE_PLUGIN_", "PIP_")
 _NETWORK_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
 
 
 def network_settings(env: "Mapping[str, str]" = os.environ) -> "Dict[str, str]":
     """How this process reaches the network: pip's settings and proxies."""
-    return {k: v for k, v in env.items() if k.startswith("PIP_") or k.upper() in _NETWORK_VARIABLES}
+    return {k: env[k] for k in env if k.startswith("PIP_") or k.upper() in _NETWORK_VARIABLES}
 
 
 def hook_settings(env: "Mapping[str, str]" = os.environ) -> "Dict[str, str]":
@@ -107,10 +107,12 @@ def hook_settings(env: "Mapping[str, str]" = os.environ) -> "Dict[str, str]":
 
     Hooks hand them to a running exporter (spool.poke), which restarts itself when they
     differ from its own: a changed option, a plugin update (a new plugin root), a fixed proxy.
+    One pass over the names, values looked up only for the few that match: os.environ
+    decodes every item it yields, and this runs on the hooks' fast path.
     """
-    settings = {k: v for k, v in env.items() if k.startswith(_SETTINGS_PREFIXES)}
-    settings.update(network_settings(env))
-    return settings
+    return {
+        k: env[k] for k in env if k.startswith(_SETTINGS_PREFIXES) or k.upper() in _NETWORK_VARIABLES
+    }
 
 
 def resolve(key: str, env: "Mapping[str, str]" = os.environ) -> "Tuple[Optional[str], str]":

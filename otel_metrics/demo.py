@@ -86,10 +86,9 @@ def main() -> int:
         state.mkdir()
         common = {"session_id": "demo-session", "transcript_path": str(transcript), "cwd": str(work)}
         run_hook({**common, "hook_event_name": "SessionStart", "source": "startup"}, hook_env)
-        run_hook(
-            {**common, "hook_event_name": "UserPromptSubmit", "prompt": "/jira:solve ABC-123 fix the login bug"},
-            hook_env,
-        )
+        prompt = "/jira:solve ABC-123 fix the login bug"
+        expansion = {"expansion_type": "slash_command", "command_name": "jira:solve", "command_args": prompt[12:]}
+        run_hook({**common, "hook_event_name": "UserPromptExpansion", "prompt": prompt, **expansion}, hook_env)
         run_hook(
             {**common, "hook_event_name": "PreToolUse", "tool_name": "Skill", "tool_input": {"skill": "pdf:extract"}},
             hook_env,

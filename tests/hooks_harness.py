@@ -62,19 +62,33 @@ def run_hook(
         data = hook_input.encode()
     else:
         data = hook_input
-    command = hook_commands()[event or "UserPromptSubmit"]
+    commands = hook_commands()
+    command = commands.get(event or "") or commands["UserPromptExpansion"]  # every hook runs the one entry
     return subprocess.run(["/bin/sh", "-c", command], input=data, capture_output=True, env=env, timeout=timeout)
 
 
-def prompt_input(prompt: str, session_id: str = "sess-1", **extra: object) -> dict:
-    return {
+def prompt_input(prompt: object, session_id: str = "sess-1", **extra: object) -> dict:
+    """What Claude Code 2.1.197 gives the hook for a typed prompt: UserPromptExpansion when it is a
+    command (with its name and arguments split out), UserPromptSubmit otherwise (which the plugin
+    does not listen to: fed to the hook anyway, it must record nothing)."""
+    hook_input: dict = {
         "session_id": session_id,
         "transcript_path": f"/home/someone/.claude/projects/p/{session_id}.jsonl",
         "cwd": "/home/someone/project",
         "hook_event_name": "UserPromptSubmit",
         "prompt": prompt,
-        **extra,
     }
+    if isinstance(prompt, str) and prompt.startswith("/"):
+        name, _, args = prompt[1:].partition(" ")
+        hook_input.update(
+            hook_event_name="UserPromptExpansion",
+            expansion_type="slash_command",
+            command_name=name,
+            command_args=args,
+            command_source="plugin",
+        )
+    hook_input.update(extra)
+    return hook_input
 
 
 def skill_input(skill: str, session_id: str = "sess-1", args: str = "") -> dict:

@@ -159,7 +159,7 @@ BAD_INPUTS = {
     "not UTF-8": b'{"session_id": "s", "prompt": "/x \xff"}',
     "empty": b"",
     "a number": b"42",
-    "prompt a number": json.dumps(prompt_input(42)).encode(),  # type: ignore[arg-type]
+    "prompt a number": json.dumps(prompt_input(42)).encode(),
     "tool_input a string": json.dumps({**skill_input("x"), "tool_input": "x"}).encode(),
     "session_id a number": json.dumps({**prompt_input("/x"), "session_id": 7}).encode(),
     "nested too deep": b"[" * 100000 + b"]" * 100000,
@@ -224,7 +224,7 @@ def test_full_disk(state: Path, env: dict) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
 
     result = subprocess.run(
-        ["/bin/sh", "-c", hook_commands()["UserPromptSubmit"]],
+        ["/bin/sh", "-c", hook_commands()["UserPromptExpansion"]],
         input=json.dumps(prompt_input("/jira:solve")).encode(),
         capture_output=True,
         env=env,
@@ -245,7 +245,9 @@ HOOKISH = st.fixed_dictionaries(
     {},
     optional={
         "session_id": st.text(max_size=12) | st.integers(),
-        "hook_event_name": st.sampled_from(["UserPromptSubmit", "PreToolUse", "SessionStart", "SessionEnd"])
+        "hook_event_name": st.sampled_from(
+            ["UserPromptExpansion", "UserPromptSubmit", "PreToolUse", "SessionStart", "SessionEnd"]
+        )
         | st.text(max_size=8),
         "prompt": st.text(max_size=30).map(lambda s: "/" + s) | JSON_VALUES,
         "tool_name": st.just("Skill") | st.text(max_size=6),

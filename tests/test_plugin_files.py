@@ -18,10 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_every_hook_runs_the_one_entry() -> None:
     commands = hook_commands()
-    assert set(commands) == {"UserPromptSubmit", "PreToolUse", "SessionStart", "SessionEnd"}
+    # UserPromptExpansion fires for typed commands only: plain prompts start nothing.
+    assert set(commands) == {"UserPromptExpansion", "PreToolUse", "SessionStart", "SessionEnd"}
     assert set(commands.values()) == {'sh "${CLAUDE_PLUGIN_ROOT}/scripts/run" hook'}
     hooks = json.loads((PLUGIN / "hooks" / "hooks.json").read_text())["hooks"]
     assert hooks["PreToolUse"][0]["matcher"] == "Skill"
+    # Only SessionStart is async: it records no event, and Claude Code need not wait for it.
+    assert {event: bool(entry[0]["hooks"][0].get("async")) for event, entry in hooks.items()} == {
+        "UserPromptExpansion": False,
+        "PreToolUse": False,
+        "SessionStart": True,
+        "SessionEnd": False,
+    }
 
 
 def test_the_package_travels_with_the_plugin_as_one_copy() -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, 
 from .. import bootstrap, config, lock, spool
 from ..identity import anonymous_id
 from ..model import Event, Session
-from . import interpreter, local_forwarder, records
+from . import HOOKS_QUIET_SECONDS, LONGEST_DEFERRAL_SECONDS, interpreter, local_forwarder, records
 from .registry import SessionRegistry
 from .sessions import SessionReports
 
@@ -196,18 +196,25 @@ class Exporter:
         watch = SettingsWatch(self.state, self.env)
         last_work = time.monotonic()
         failing_since: Optional[float] = None
-        next_try, backoff = 0.0, 0.0
-        next_housekeeping = 0.0
+        next_try, backoff = time.monotonic() + HOOKS_QUIET_SECONDS, 0.0
+        next_housekeeping = next_try  # with the first drain, and after it: the sessions just seen are known then
         known: set = set()
+        deferred_since: Optional[float] = None
         while True:
             now = time.monotonic()
             names = spool.pending(self.state)
             poked = watch.poked()
-            if set(names) - known or poked:
-                next_try = now  # a hook just fired: try at once, the collector may be back
+            fresh = any(not name.endswith(spool.QUIET_SUFFIX) for name in set(names) - known)
+            if fresh or poked:
                 if poked and watch.changed_settings() is not None:
                     return watch.changed_settings()
+                # A hook just fired: try soon (the collector may be back), once the hooks have been quiet a
+                # moment, so the work falls between a session's steps; but never wait on them for long.
+                deferred_since = deferred_since or now
+                if now - deferred_since < LONGEST_DEFERRAL_SECONDS:
+                    next_try = now + HOOKS_QUIET_SECONDS
             if names and now >= next_try:
+                deferred_since = None
                 if self.drain():
                     failing_since, backoff, last_work = None, 0.0, time.monotonic()
                 else:
