@@ -1,4 +1,5 @@
-"""Hook latency: wall time of each hook kind, per collector state, as a ratio to `python -c pass`.
+"""Hook latency: wall time of each hook kind, per collector state, as ratios to `python -c pass`
+and to `sh -c true` (what Claude Code's own hook machinery starts for a command doing nothing).
 
 Each hook runs as Claude Code runs it: `/bin/sh -c` with its hooks.json command. Every
 measurement waits, as Claude Code does, for the hook to exit and its stdout/stderr to reach
@@ -30,10 +31,11 @@ from hooks_harness import PLUGIN, hook_commands  # noqa: E402
 from otlp_sink import OtlpSink  # noqa: E402
 
 PYTHON = sys.executable
+# A plain prompt fires no hook of the plugin (it listens to UserPromptExpansion): nothing to time.
 HOOK_EVENTS = {
-    "prompt": "UserPromptSubmit",
-    "slash command": "UserPromptSubmit",
+    "slash command": "UserPromptExpansion",
     "skill": "PreToolUse",
+    "SessionStart (async)": "SessionStart",
     "SessionEnd (3 MB transcript)": "SessionEnd",
 }
 OURS = {kind: ["/bin/sh", "-c", hook_commands()[event]] for kind, event in HOOK_EVENTS.items()}
@@ -45,10 +47,17 @@ TRANSCRIPT = (
 
 def hook_inputs(transcript: Path) -> Dict[str, bytes]:
     common = {"session_id": "bench", "transcript_path": str(transcript), "cwd": "/tmp"}
+    command = {
+        "hook_event_name": "UserPromptExpansion",
+        "expansion_type": "slash_command",
+        "command_name": "jira:solve",
+        "command_args": "ABC-123",
+        "prompt": "/jira:solve ABC-123",
+    }
     return {
-        "prompt": {**common, "hook_event_name": "UserPromptSubmit", "prompt": "explain this code please"},
-        "slash command": {**common, "hook_event_name": "UserPromptSubmit", "prompt": "/jira:solve ABC-123"},
+        "slash command": {**common, **command},
         "skill": {**common, "hook_event_name": "PreToolUse", "tool_name": "Skill", "tool_input": {"skill": "pdf:x"}},
+        "SessionStart (async)": {**common, "hook_event_name": "SessionStart", "source": "startup"},
         "SessionEnd (3 MB transcript)": {**common, "hook_event_name": "SessionEnd", "reason": "other"},
     }  # type: ignore[return-value]
 
@@ -60,12 +69,13 @@ def timed(argv: List[str], data: bytes, env: Dict[str, str]) -> float:
 
 
 def measure(argv: List[str], data: bytes, env: Dict[str, str], runs: int) -> tuple:
-    """Median wall time of argv and of `python -c pass`, alternating."""
-    ours, bare = [], []
+    """Median wall times of argv, `python -c pass` and `sh -c true`, alternating."""
+    ours, bare, shell = [], [], []
     for _ in range(runs):
         bare.append(timed([PYTHON, "-c", "pass"], b"", env))
+        shell.append(timed(["/bin/sh", "-c", "true"], b"", env))
         ours.append(timed(argv, data, env))
-    return statistics.median(ours), statistics.median(bare)
+    return statistics.median(ours), statistics.median(bare), statistics.median(shell)
 
 
 def delivery_seconds(sink: OtlpSink, work: Path, inputs: Dict[str, bytes], burst: int) -> float:
@@ -123,9 +133,9 @@ def main() -> None:
             state_dir = work / f"state-{len(rows)}"
             state_dir.mkdir()
             env = plugin_env(state_dir, url)
-            ours, bare = measure(OURS[kind], data, env, args.runs)
-            seed, seed_bare = measure([PYTHON, str(SEED_STYLE)], data, env, args.seed_runs)
-            rows.append((kind, state_name, bare, ours, seed, seed / seed_bare))
+            ours, bare, shell = measure(OURS[kind], data, env, args.runs)
+            seed, seed_bare, _ = measure([PYTHON, str(SEED_STYLE)], data, env, args.seed_runs)
+            rows.append((kind, state_name, shell, bare, ours, seed, seed / seed_bare))
             print(
                 f"{kind:30s} {state_name:11s} ours {ours / bare:5.2f}x  in-process {seed / seed_bare:6.2f}x",
                 file=sys.stderr,
@@ -138,12 +148,15 @@ def main() -> None:
         f"{platform.python_version()}, {os.cpu_count()} cores; medians of {args.runs} runs "
         f"({args.seed_runs} for the in-process baseline)\n"
     )
-    print("| hook | collector | `python -c pass` | our hook | ratio | in-process export (seed's way) | ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for kind, state_name, bare, ours, seed, seed_ratio in rows:
+    print(
+        "| hook | collector | `sh -c true` | `python -c pass` | our hook | ratio to python | ratio to sh "
+        "| in-process export (seed's way) | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for kind, state_name, shell, bare, ours, seed, seed_ratio in rows:
         print(
-            f"| {kind} | {state_name} | {bare * 1000:.1f} ms | {ours * 1000:.1f} ms | **{ours / bare:.2f}x** "
-            f"| {seed * 1000:.0f} ms | {seed_ratio:.1f}x |"
+            f"| {kind} | {state_name} | {shell * 1000:.1f} ms | {bare * 1000:.1f} ms | {ours * 1000:.1f} ms "
+            f"| **{ours / bare:.2f}x** | {ours / shell:.1f}x | {seed * 1000:.0f} ms | {seed_ratio:.1f}x |"
         )
     print(
         f"\nDelivery with the collector up: a burst of 20 concurrent hooks (19 events and a SessionEnd on the "

@@ -1,21 +1,27 @@
-"""Wall time of one real `claude -p` session with and without the metrics plugin.
+"""Wall time of real `claude -p` sessions with and without the installed metrics plugin.
 
-The session fires every hook of the plugin: SessionStart, a typed slash command
-(UserPromptSubmit), a skill the model calls (PreToolUse Skill) and SessionEnd. It
-runs against the loopback Messages API stand-in of tests/acceptance, with the test
-plugin loaded in every variant, so the variants differ only in the metrics plugin:
-  without  no metrics plugin;
-  floor    a copy of the plugin whose hook commands are all `true`: what Claude Code
-           itself spends on running these hooks, which no hook implementation can beat;
-  with     `--plugin-dir plugin`.
-Runs alternate (without, floor, with, without, ...) in each collector state:
-  up    the forwarder and the reference endpoint, answering at once;
-  down  nothing listens on the collector's port;
-  slow  a loopback HTTP server that accepts and answers only after --slow-seconds.
-Ratios are median(variant) / median(without). Background work counts: the hooks'
-detached exporter shares the cores with Claude Code, so its CPU time per session
-is reported too (mean; /proc counts in clock ticks), and each run starts only once
-the exporter has gone quiet, so one run's background work is not charged to the next.
+The plugin is installed as users install it: this repository served as a git marketplace on
+loopback, `claude plugin marketplace add` and `claude plugin install` (tests/acceptance/
+marketplace.py), its dependencies installed beforehand into its data directory (what the first
+session of a new user does in the background). Every variant runs the same session against the
+loopback Messages API stand-in, with the test plugin (a command and a skill) loaded:
+
+  without  the metrics plugin disabled (`--settings` enabledPlugins false);
+  floor    disabled, and a copy of its hooks.json with every command `true` loaded instead: what
+           Claude Code itself spends on running these hooks, which no implementation can beat;
+  with     the installed plugin.
+
+Sessions:
+  command  `/testkit:hello Benchmark`, a skill the model calls: every hook of the plugin fires;
+  plain    ten plain prompts, then a typed command, fed one at a time as stream-json (queued
+           prompts would be merged): plain prompts must cost nothing.
+PATH's python3 is (a) a venv's interpreter with nothing installed, or (b) a slow launcher
+standing in for a pyenv/asdf shim: a shell script that sleeps 100 ms, then execs it. Collector
+states: up (the embedded default: the plugin's own forwarder posts to a live reference
+endpoint), down (an OTLP endpoint nobody listens on), slow (an OTLP endpoint answering after
+--slow-seconds). Runs alternate without/floor/with; ratios are medians over the median without.
+Each run starts once the plugin's background processes have gone quiet (their CPU time per
+session is reported apart).
 
     .venv/bin/python benchmarks/real_session.py [--runs 15] [--states up,down,slow]
 """
@@ -26,37 +32,48 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "acceptance"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests" / "acceptance"), str(REPO / "tests"), str(REPO)]
 
-from claude_cli import (  # noqa: E402 - the acceptance helpers are the way to run the real CLI
-    PLUGIN_DIR,
+from claude_cli import (  # noqa: E402
+    CLAUDE_BIN,
+    CLAUDE_CODE_VERSION,
     TEST_PLUGIN_DIR,
     base_env,
+    claude_command,
     ensure_claude_cli,
-    run_claude,
 )
 from fake_api import FakeMessagesAPI, Script, ToolCall, text, tools  # noqa: E402
-from pipeline import Endpoint, Forwarder, exporter_pids, free_port, stop_exporters  # noqa: E402
+from marketplace import MARKETPLACE_NAME, PLUGIN_ID, Marketplace  # noqa: E402
+from otlp_sink import OtlpSink  # noqa: E402
+from pipeline import Endpoint, free_port, plugin_pids, stop_plugin_processes  # noqa: E402
 
-PROMPT = "/testkit:hello Benchmark"
+from otel_metrics import bootstrap  # noqa: E402
+
+COMMAND = "/testkit:hello Benchmark"
+PLAIN_PROMPTS = 10
 STATES = ("up", "down", "slow")
-QUIET_SECONDS = 0.5  # the exporter's CPU time must stand still this long before the next run
+PYTHONS = ("venv python3", "slow launcher (100 ms)")
+SESSIONS = ("command", "plain")
+VARIANTS = ("without", "floor", "with")
+QUIET_SECONDS = 0.5  # the plugin's processes' CPU time must stand still this long before the next run
 SETTLE_LIMIT_SECONDS = 15.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+DISABLED = json.dumps({"enabledPlugins": {PLUGIN_ID: False}})
 
 
-def session_script() -> Script:
+def script() -> Script:
     return Script(
         {
             "Say hello to Benchmark": [
@@ -67,61 +84,27 @@ def session_script() -> Script:
     )
 
 
-class SlowCollector:
-    """Accepts OTLP requests and answers 200 only after `delay` seconds."""
+class BackgroundCPU:
+    """CPU seconds used by the plugin's background processes (exporter, local forwarder) since the last look."""
 
-    def __init__(self, delay: float) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                time.sleep(delay)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-class ExporterCPU:
-    """CPU seconds used by the state directory's background exporters since the last look (Linux /proc)."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self._seen: Dict[int, float] = {}
 
-    def _totals(self) -> Dict[int, float]:
-        totals = {}
-        for pid in exporter_pids(self.state_dir):
+    def take(self) -> float:
+        used = 0.0
+        for pid in plugin_pids(self.data_dir):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            totals[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-        return totals
-
-    def take(self) -> float:
-        totals = self._totals()
-        used = sum(cpu - self._seen.get(pid, 0.0) for pid, cpu in totals.items())
-        self._seen.update(totals)
+            total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+            used += total - self._seen.get(pid, 0.0)
+            self._seen[pid] = total
         return used
 
     def settle(self) -> float:
-        """Wait until the exporters' CPU time stands still; the CPU seconds used meanwhile."""
-        used = 0.0
-        deadline = time.monotonic() + SETTLE_LIMIT_SECONDS
-        quiet_since = time.monotonic()
+        used, quiet_since, deadline = 0.0, time.monotonic(), time.monotonic() + SETTLE_LIMIT_SECONDS
         while time.monotonic() - quiet_since < QUIET_SECONDS and time.monotonic() < deadline:
             time.sleep(0.1)
             delta = self.take()
@@ -131,13 +114,10 @@ class ExporterCPU:
         return used
 
 
-VARIANTS = ("without", "floor", "with")
-
-
 @dataclass
-class Measurements:
+class Cell:
     walls: Dict[str, List[float]] = field(default_factory=lambda: {variant: [] for variant in VARIANTS})
-    background_cpu: List[float] = field(default_factory=list)  # per session with the plugin
+    background_cpu: List[float] = field(default_factory=list)
 
     def median(self, variant: str) -> float:
         return statistics.median(self.walls[variant])
@@ -146,112 +126,188 @@ class Measurements:
         return self.median(variant) / self.median("without")
 
 
-def floor_plugin(workdir: Path) -> Path:
-    """The metrics plugin with every hook command replaced by `true`."""
-    floor = workdir / "floor-plugin"
-    shutil.copytree(PLUGIN_DIR / ".claude-plugin", floor / ".claude-plugin")
-    hooks = json.loads((PLUGIN_DIR / "hooks" / "hooks.json").read_text(encoding="utf-8"))
-    for groups in hooks["hooks"].values():
-        for group in groups:
-            for hook in group["hooks"]:
-                hook["command"] = "true"
-    (floor / "hooks").mkdir()
-    (floor / "hooks" / "hooks.json").write_text(json.dumps(hooks, indent=2), encoding="utf-8")
-    return floor
+class Machine:
+    """A user's HOME with the plugin installed from the marketplace and its dependencies set up."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.home, self.project = workdir / "home", workdir / "project"
+        for directory in (self.home, self.project):
+            directory.mkdir(parents=True)
+        self.marketplace = Marketplace(workdir / "marketplace")
+        self.marketplace.publish()
+        env = base_env(self.home, "http://127.0.0.1:9")
+        for args in (
+            ("plugin", "marketplace", "add", self.marketplace.url),
+            ("plugin", "install", PLUGIN_ID),
+            ("plugin", "install", f"testkit@{MARKETPLACE_NAME}"),
+        ):
+            subprocess.run([str(CLAUDE_BIN), *args], env=env, cwd=self.project, check=True, capture_output=True)
+        [self.plugin_root] = (self.home / ".claude" / "plugins" / "cache" / MARKETPLACE_NAME / "metrics").iterdir()
+        self.data = self.home / ".claude" / "plugins" / "data" / f"metrics-{MARKETPLACE_NAME}"
+        self.data.mkdir(parents=True, exist_ok=True)
+        bootstrap.build(str(self.data), str(self.plugin_root), sys.executable)  # what a first session does
+        self.floor = self._floor_plugin()
+        self.pythons = {PYTHONS[0]: self._bare_python(), PYTHONS[1]: self._slow_launcher()}
+
+    def _floor_plugin(self) -> Path:
+        floor = self.workdir / "floor-plugin"
+        manifest = json.loads((self.plugin_root / ".claude-plugin" / "plugin.json").read_text())
+        manifest = {"name": "metrics-floor", "version": manifest["version"]}
+        (floor / ".claude-plugin").mkdir(parents=True)
+        (floor / ".claude-plugin" / "plugin.json").write_text(json.dumps(manifest))
+        hooks = json.loads((self.plugin_root / "hooks" / "hooks.json").read_text())
+        for groups in hooks["hooks"].values():
+            for group in groups:
+                for hook in group["hooks"]:
+                    hook["command"] = "true"  # async, matcher and timeout as they are
+        (floor / "hooks").mkdir()
+        (floor / "hooks" / "hooks.json").write_text(json.dumps(hooks))
+        return floor
+
+    def _bare_python(self) -> Path:
+        venv = self.workdir / "bare-python"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        return venv / "bin"
+
+    def _slow_launcher(self) -> Path:
+        shim = self.workdir / "shim-bin"
+        shim.mkdir()
+        real = self._bare_python() / "python3"
+        (shim / "python3").write_text(f'#!/bin/sh\nsleep 0.1\nexec "{real}" "$@"\n')
+        (shim / "python3").chmod(0o755)
+        return shim
+
+    def env(self, api_url: str, python_bin: Path, extra: Dict[str, str]) -> Dict[str, str]:
+        env = base_env(self.home, api_url, extra)
+        env["PATH"] = os.pathsep.join([str(python_bin), "/usr/local/bin", "/usr/bin", "/bin"])
+        return env
+
+    def stop(self) -> None:
+        stop_plugin_processes(self.data, 0.0)
+        self.marketplace.stop()
 
 
 @contextlib.contextmanager
-def collector(state: str, workdir: Path, slow_seconds: float) -> Iterator[str]:
-    """The OTLP endpoint URL the hooks get in a collector state, with what it needs running meanwhile."""
+def collector(state: str, workdir: Path, slow_seconds: float) -> Iterator[Dict[str, str]]:
+    """The settings the hooks get in a collector state, with what it needs running meanwhile."""
     if state == "up":
         endpoint = Endpoint(workdir)
         try:
-            forwarder = Forwarder(workdir, endpoint.url)
-            try:
-                yield forwarder.url
-            finally:
-                forwarder.stop()
+            yield {"CLAUDE_METRICS_URL": endpoint.url}
         finally:
             endpoint.stop()
     elif state == "down":
-        yield f"http://127.0.0.1:{free_port()}"
+        yield {"CLAUDE_METRICS_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
     else:
-        slow = SlowCollector(slow_seconds)
+        slow = OtlpSink()
+        slow.delay = slow_seconds
         try:
-            yield slow.url
+            yield {"CLAUDE_METRICS_OTLP_ENDPOINT": slow.url}
         finally:
             slow.stop()
 
 
-def measure_state(state: str, runs: int, warmup: int, slow_seconds: float, workdir: Path) -> Measurements:
-    home, project, state_dir = workdir / "home", workdir / "project", workdir / "state"
-    for directory in (home, project, state_dir):
-        directory.mkdir(parents=True)
-    result = Measurements()
-    with FakeMessagesAPI(session_script()) as api, collector(state, workdir, slow_seconds) as otlp_url:
-        env = base_env(
-            home, api.base_url, {"CLAUDE_METRICS_OTLP_ENDPOINT": otlp_url, "CLAUDE_METRICS_DIR": str(state_dir)}
-        )
-        cpu = ExporterCPU(state_dir)
-        plugins = {
-            "without": (TEST_PLUGIN_DIR,),
-            "floor": (floor_plugin(workdir), TEST_PLUGIN_DIR),
-            "with": (PLUGIN_DIR, TEST_PLUGIN_DIR),
-        }
-        try:
-            for index in range(warmup + runs):
-                for variant in VARIANTS:
-                    cpu.settle()
-                    run = run_claude(PROMPT, env, project, plugins[variant])
-                    if run.returncode != 0:
-                        raise SystemExit(f"claude -p failed: {run.stderr}")
-                    background = cpu.take() + cpu.settle()
-                    if index < warmup:
-                        continue
-                    result.walls[variant].append(run.ended - run.started)
+def run_session(session: str, variant: str, env: Dict[str, str], machine: Machine) -> float:
+    """Seconds from start to exit of one session."""
+    plugins: Sequence[Path] = (TEST_PLUGIN_DIR, machine.floor) if variant == "floor" else (TEST_PLUGIN_DIR,)
+    settings = [] if variant == "with" else ["--settings", DISABLED]
+    started = time.perf_counter()
+    if session == "command":
+        argv = claude_command(COMMAND, plugins) + settings
+        done = subprocess.run(argv, env=env, cwd=machine.project, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise SystemExit(f"claude -p failed: {done.stderr}")
+        return time.perf_counter() - started
+    argv = [str(CLAUDE_BIN), "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+    for plugin in plugins:
+        argv += ["--plugin-dir", str(plugin)]
+    proc = subprocess.Popen(
+        argv + settings, env=env, cwd=machine.project, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    for prompt in [f"plain question number {n}" for n in range(PLAIN_PROMPTS)] + [COMMAND]:
+        proc.stdin.write(json.dumps({"type": "user", "message": {"role": "user", "content": prompt}}) + "\n")
+        proc.stdin.flush()
+        for line in proc.stdout:  # one at a time: queued prompts would be merged into one turn
+            if json.loads(line).get("type") == "result":
+                break
+    proc.stdin.close()
+    proc.stdout.read()
+    if proc.wait(60) != 0:
+        raise SystemExit("claude -p (stream-json) failed")
+    return time.perf_counter() - started
+
+
+def measure(machine: Machine, session: str, python: str, state: str, runs: int, warmup: int, slow: float) -> Cell:
+    cell = Cell()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{state}-", dir=machine.workdir))
+    cpu = BackgroundCPU(machine.data)
+    with FakeMessagesAPI(script()) as api, collector(state, workdir, slow) as settings:
+        env = machine.env(api.base_url, machine.pythons[python], settings)
+        for index in range(warmup + runs):
+            for variant in VARIANTS:
+                cpu.settle()
+                wall = run_session(session, variant, env, machine)
+                background = cpu.take() + cpu.settle()
+                if index >= warmup:
+                    cell.walls[variant].append(wall)
                     if variant == "with":
-                        result.background_cpu.append(background)
-        finally:
-            stop_exporters(state_dir, 0.0)  # they stay warm for minutes: end the ones this run caused
-    return result
+                        cell.background_cpu.append(background)
+    stop_plugin_processes(machine.data, 0.0)  # the next cell starts with other settings
+    return cell
 
 
-def table(results: Dict[str, Measurements], runs: int, slow_seconds: float) -> str:
+def table(cells: Dict[tuple, Cell], runs: int, slow_seconds: float) -> str:
     lines = [
-        "| collector | without plugin | hooks doing nothing (`true`) | with plugin | background CPU per session |",
-        "|---|---|---|---|---|",
+        "| session | python3 on PATH | collector | without plugin | floor (`true` hooks) | with plugin "
+        "| background CPU per session |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for state, m in results.items():
+    for (session, python, state), cell in cells.items():
         label = f"slow ({slow_seconds:g} s)" if state == "slow" else state
-        cpu_ms = 1000 * statistics.mean(m.background_cpu)
         lines.append(
-            f"| {label} | {m.median('without'):.3f} s | {m.median('floor'):.3f} s ({m.ratio('floor'):.3f}x) "
-            f"| {m.median('with'):.3f} s (**{m.ratio('with'):.3f}x**) | {cpu_ms:.0f} ms |"
+            f"| {session} | {python} | {label} | {cell.median('without'):.3f} s "
+            f"| {cell.median('floor'):.3f} s ({cell.ratio('floor'):.3f}x) "
+            f"| {cell.median('with'):.3f} s (**{cell.ratio('with'):.3f}x**) "
+            f"| {1000 * statistics.mean(cell.background_cpu):.0f} ms |"
         )
-    lines.append(f"\nMedians of {runs} alternating runs per variant; ratios to the median without the plugin.")
+    lines.append(
+        f"\n{time.strftime('%Y-%m-%d')}, Claude Code {CLAUDE_CODE_VERSION}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; medians of {runs} alternating runs "
+        "per variant; ratios to the median without the plugin."
+    )
     return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=15, help="measured runs per variant and state")
+    parser.add_argument("--runs", type=int, default=15, help="measured runs per variant and cell")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured runs per variant first")
     parser.add_argument("--states", default=",".join(STATES), help="comma-separated: up,down,slow")
+    parser.add_argument("--sessions", default=",".join(SESSIONS), help="comma-separated: command,plain")
     parser.add_argument("--slow-seconds", type=float, default=5.0, help="the slow collector's answer delay")
     args = parser.parse_args(argv)
     states = [s for s in args.states.split(",") if s]
-    unknown = set(states) - set(STATES)
-    if unknown:
-        parser.error(f"unknown states: {', '.join(sorted(unknown))}")
+    sessions = [s for s in args.sessions.split(",") if s]
+    if set(states) - set(STATES) or set(sessions) - set(SESSIONS):
+        parser.error("unknown state or session")
     ensure_claude_cli()
     workdir = Path(tempfile.mkdtemp(prefix="real-session-bench-"))
+    machine = Machine(workdir)
     try:
-        results = {}
-        for state in states:
-            results[state] = measure_state(state, args.runs, args.warmup, args.slow_seconds, workdir / state)
-            print(f"{state}: done", file=sys.stderr)
-        print(table(results, args.runs, args.slow_seconds))
+        cells = {}
+        for session in sessions:
+            # The ten-prompt session shows what plain prompts cost: one python, the default state, suffices.
+            combos = [(p, s) for p in PYTHONS for s in states] if session == "command" else [(PYTHONS[0], "up")]
+            for python, state in combos:
+                cells[(session, python, state)] = measure(
+                    machine, session, python, state, args.runs, args.warmup, args.slow_seconds
+                )
+                print(f"{session} / {python} / {state}: done", file=sys.stderr)
+        print(table(cells, args.runs, args.slow_seconds))
     finally:
+        machine.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
