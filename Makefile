@@ -22,7 +22,7 @@ compile: install
 install: $(VENV)/.installed
 
 lint: install
-	$(PY) -m ruff check otel_metrics tests benchmarks plugin/scripts
+	$(PY) -m ruff check otel_metrics tests benchmarks tools plugin/scripts
 
 # Everything the tests need is built or installed first: the collector, Prometheus and Jaeger (Go),
 # the Claude Code CLI (npm), PostgreSQL and Chromium (Debian packages).
@@ -30,7 +30,7 @@ test: install compile lint collector claude-cli prometheus jaeger postgres chrom
 	$(PY) -m pytest -q
 
 demo: install compile
-	$(PY) -m otel_metrics.demo
+	$(PY) tools/demo.py
 
 # The hook latency benchmark (the README's table); the others are listed in benchmarks/.
 bench: install compile

@@ -7,7 +7,7 @@ the only reader (it holds the exporter lock), lists, reads and removes.
 import os
 import time
 
-from .hook.fastjson import dumps_record
+from .fastjson import dumps_record
 
 SPOOL_DIR = "spool"
 SUFFIX = ".json"

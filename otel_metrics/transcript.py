@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import AbstractSet, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 from . import limits
-from .hook.fastjson import loads
+from .fastjson import loads
 from .model import SessionAggregates
 from .transcript_files import subagent_folder, subagent_names
 

@@ -3,7 +3,7 @@
 Entries are built with the helpers of transcript_entries.py (the fields Claude Code
 writes that the rules read); each test writes its transcript into tmp_path and
 compares the whole summary or all aggregates. The property tests hold summarize() to the naive reader
-of benchmarks/transcript_speed.py (json.loads on every line). Then the segment rules
+of tests/naive_transcript.py (json.loads on every line). Then the segment rules
 (resumed, forked, compacted sessions), each on a small transcript, and the property
 that segments add up to the whole.
 """
@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -22,6 +21,7 @@ from typing import Dict, List, Sequence
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from naive_transcript import naive_summarize
 from transcript_entries import (
     T0_NS,
     Line,
@@ -54,9 +54,6 @@ from otel_metrics.transcript import (
     subagent_transcripts,
     summarize,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from transcript_speed import naive_summarize  # noqa: E402 - the reference reader lives with its benchmark
 
 
 def counts(tmp_path: Path, main: Sequence[Line], **subagents: Sequence[Line]) -> Dict[str, int]:

@@ -9,8 +9,7 @@ import os
 import sys
 import time
 
-from .. import __version__, config, events, limits, lock, spool
-from . import fastjson
+from .. import __version__, config, events, fastjson, limits, lock, spool
 
 MAX_INPUT_BYTES = limits.PROMPT_LENGTH_MAX  # a prompt's length is bounded by what is read
 MAX_PATH_CHARS = 4096  # a transcript path beyond this is no path Claude Code wrote

@@ -20,9 +20,11 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List
 
-from .exporter import local_forwarder
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from otel_metrics.exporter import local_forwarder  # noqa: E402
+
 PLUGIN = REPO / "plugin"
 # A real Claude Code 2.1 session with a subagent transcript beside it.
 FIXTURES = REPO.parent / "shared" / "fixtures" / "transcripts"
