@@ -182,11 +182,8 @@ def _spool(state: str) -> Finding:
     names = spool.pending(state)
     if not names:
         return Finding(OK, "spool", "nothing waiting")
-    try:
-        oldest = int(names[0].split("-", 1)[0]) / 1e9
-        age = f", the oldest from {_when(oldest)}"
-    except ValueError:
-        age = ""
+    oldest = spool.written_ns(names[0])
+    age = f", the oldest from {_when(oldest / 1e9)}" if oldest else ""
     return Finding(WARN if len(names) > 20 else OK, "spool", f"{len(names)} record(s) waiting{age}")
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Dict, Optional
 
+from .events import SKILL, SLASH_COMMAND
+
 ENGINE = "claude"
-EVENT_KINDS = ("slash_command", "skill")
+EVENT_KINDS = (SLASH_COMMAND, SKILL)  # what the hook's rules decide an event is
 OS_NAMES = ("darwin", "linux", "windows")
 
 

@@ -11,24 +11,31 @@ from .fastjson import dumps_record
 
 SPOOL_DIR = "spool"
 SUFFIX = ".json"
-# Records that need no export of their own (a session started): they wait for the
-# exporter instead of starting one, which would compete with Claude Code's start-up.
-QUIET_SUFFIX = ".quiet.json"
+# Records that need no export of their own (a session started): they wait for the exporter
+# instead of waking one, which would compete with Claude Code's start-up.
+NO_WAKE_SUFFIX = ".quiet.json"
 POKE_FILE = ".poke"
+
+# What a record is, its "record" key: the hooks write the first three, the exporter turns a
+# session end into a ready session record before sending it.
+EVENT = "event"
+SESSION_START = "session_start"
+SESSION_END = "session_end"
+SESSION = "session"
 
 
 def directory(state_dir):
     return os.path.join(state_dir, SPOOL_DIR)
 
 
-def append(state_dir, record, quiet=False):
+def append(state_dir, record, wake=True):
     """Record durably: write a hidden temp file, then rename it into place.
 
     The rename is atomic, so the exporter never sees a half-written record, and
     concurrent hooks never collide (pid + random suffix in every name).
     """
     spool = directory(state_dir)
-    name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
+    name = record_name(time.time_ns(), f"{os.getpid()}-{os.urandom(4).hex()}")
     data = dumps_record(record).encode("ascii")
     temp = os.path.join(spool, "." + name + ".tmp")
     try:
@@ -45,7 +52,7 @@ def append(state_dir, record, quiet=False):
         os.unlink(temp)
         raise
     os.close(fd)
-    final = name + (QUIET_SUFFIX if quiet else SUFFIX)
+    final = name + (SUFFIX if wake else NO_WAKE_SUFFIX)
     os.replace(temp, os.path.join(spool, final))
     return final
 
@@ -94,7 +101,7 @@ def pending(state_dir):
 
 def has_work(state_dir):
     """Whether anything spooled is worth starting an exporter for."""
-    return any(not name.endswith(QUIET_SUFFIX) for name in pending(state_dir))
+    return any(not name.endswith(NO_WAKE_SUFFIX) for name in pending(state_dir))
 
 
 def read(state_dir, name):
@@ -177,13 +184,19 @@ def enforce_bounds(state_dir, max_items, max_age_seconds, now=None):
     records = pending(state_dir)
     cutoff_ns = int((now - max_age_seconds) * 1e9)
     for name in records:
-        if _written_ns(name) < cutoff_ns or len(records) - dropped > max_items:
+        if written_ns(name) < cutoff_ns or len(records) - dropped > max_items:
             remove(state_dir, name)
             dropped += 1
     return dropped
 
 
-def _written_ns(name):
+def record_name(written_ns, tag):
+    """A record's file name, without its suffix: the time it was written, so names sort oldest first."""
+    return f"{written_ns:020d}-{tag}"
+
+
+def written_ns(name):
+    """When a record was written (unix nanoseconds), from its name; 0 for a name not of that form."""
     try:
         return int(name.split("-", 1)[0])
     except ValueError:

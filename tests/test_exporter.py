@@ -240,7 +240,7 @@ class Crash(Exception):
 def hook_record(state: Path, hook_input: dict) -> None:
     """What the hook writes for this input (SessionEnd: with the sizes of the transcripts now)."""
     record = record_for(hook_input, time.time_ns())
-    spool.append(str(state), record, quiet=record["record"] == "session_start")
+    spool.append(str(state), record, wake=record["record"] != spool.SESSION_START)
 
 
 def drain(exporter: Exporter) -> None:

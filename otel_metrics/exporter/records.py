@@ -11,14 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Dict, NamedTuple, Optional
 
+from .. import spool
 from ..model import COUNT_KEYS, Event, Session, SessionAggregates
 from ..payloads import event_payload, session_payload, validate_event_payload, validate_session_payload
 from ..transcript import Offsets
-
-EVENT = "event"
-SESSION_START = "session_start"
-SESSION_END = "session_end"
-SESSION = "session"
 
 
 class BadRecord(ValueError):
@@ -70,7 +66,7 @@ class SegmentEnd(NamedTuple):
 
 
 def session_to_record(session: Session, end: Optional[SegmentEnd] = None) -> Dict[str, Any]:
-    record: Dict[str, Any] = {"record": SESSION}
+    record: Dict[str, Any] = {"record": spool.SESSION}
     record.update({k: v for k, v in asdict(session).items() if k != "aggregates"})
     record.update(session.aggregates.as_dict())
     if end is not None:

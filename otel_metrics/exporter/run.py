@@ -119,20 +119,20 @@ class Exporter:
 
     def _take(self, name: str, record: Dict, user_id: Optional[str], events: List, sessions: List) -> None:
         kind = record.get("record")
-        if kind == records.EVENT:
+        if kind == spool.EVENT:
             events.append((name, records.event_from_record(record, user_id)))
             self._seen(record)
-        elif kind == records.SESSION_START:
+        elif kind == spool.SESSION_START:
             self._seen(record)
             spool.remove(self.state, name)
-        elif kind == records.SESSION_END:
+        elif kind == spool.SESSION_END:
             session_id = records.required(record, "session_id", str)
-            order_ns = int(name.split("-", 1)[0])
+            order_ns = spool.written_ns(name)
             hook_ns = record.get("time_ns") if isinstance(record.get("time_ns"), int) else order_ns
             stop = records.stop_offsets(record)
             self.sessions.queue(session_id, _path(record), record.get("reason"), hook_ns, order_ns, stop)
             spool.remove(self.state, name)
-        elif kind == records.SESSION:
+        elif kind == spool.SESSION:
             session = records.session_from_record(record)
             self.sessions.note_queued(session, record)
             sessions.append((name, session))
@@ -204,7 +204,7 @@ class Exporter:
             now = time.monotonic()
             names = spool.pending(self.state)
             poked = watch.poked()
-            fresh = any(not name.endswith(spool.QUIET_SUFFIX) for name in set(names) - known)
+            fresh = any(not name.endswith(spool.NO_WAKE_SUFFIX) for name in set(names) - known)
             if fresh or poked:
                 if poked and watch.changed_settings() is not None:
                     return watch.changed_settings()

@@ -72,7 +72,7 @@ class SessionReports:
             progress.segments,
         )
         suffix = record_suffix(session_id, progress.segments)
-        name = f"{order_ns:020d}{suffix}"
+        name = spool.record_name(order_ns, suffix)
         for earlier in spool.pending(self.state):
             if earlier.endswith(suffix) and earlier != name:
                 spool.remove(self.state, earlier)
@@ -114,4 +114,4 @@ def record_suffix(session_id: str, segment: int) -> str:
     segment keeps the name earlier versions gave a session's record, so an upgrade in
     the middle of a report rewrites that record instead of adding a second."""
     key = session_id if segment == 0 else f"{session_id}\0{segment}"
-    return f"-session-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}{spool.SUFFIX}"
+    return f"session-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}{spool.SUFFIX}"

@@ -42,17 +42,18 @@ def handle(stdin, env):
     try:
         hook_input = read_input(stdin)
         record = record_for(hook_input, fired_ns)
-        quiet = record is not None and record["record"] == "session_start"
+        # A session's start is no export of its own: its record waits for one.
+        wake = record is not None and record["record"] != spool.SESSION_START
         if record is not None:
-            state = record_where_possible(state, record, quiet, env)
+            state = record_where_possible(state, record, wake, env)
             if verbose:
                 log(state, f"recorded {record['record']} {record.get('kind', '')} {record.get('name', '')}".rstrip())
         elif verbose:
             log(state, f"{hook_input.get('hook_event_name', 'hook')}: not an event, nothing to send")
         # A record just written is work; otherwise look whether anything waits.
-        if (record is not None and not quiet) or spool.has_work(state):
+        if wake or spool.has_work(state):
             wake_exporter(state)
-        if quiet:  # a session starts: records left in the fallback while the state directory was unusable
+        if record is not None and not wake:  # a session starts: what the fallback holds from an unusable state dir
             fallback = config.fallback_state_dir(env)
             if fallback != state and spool.has_work(fallback):
                 wake_exporter(fallback)
@@ -64,15 +65,15 @@ def handle(stdin, env):
         log(state, f"unexpected {type(problem).__name__}: {problem}")
 
 
-def record_where_possible(state, record, quiet, env):
+def record_where_possible(state, record, wake, env):
     """Spool the record in the state directory, or, where that cannot be written (read-only, a
     plain file, a full disk), in the fallback one; return the directory used. OSError when neither can."""
     try:
-        spool.append(state, record, quiet=quiet)
+        spool.append(state, record, wake=wake)
         return state
     except OSError as problem:
         fallback = config.fallback_state_dir(env)
-        spool.append(fallback, record, quiet=quiet)
+        spool.append(fallback, record, wake=wake)
         note = os.path.join(fallback, FALLBACK_NOTE)
         if not os.path.exists(note):  # said once, not by every hook
             _copy_anonymous_id(state, fallback)
@@ -130,7 +131,7 @@ def record_for(hook_input, fired_ns):
     transcript = hook_input.get("transcript_path")
     transcript = transcript if isinstance(transcript, str) and 0 < len(transcript) <= MAX_PATH_CHARS else None
     if hook_event == "SessionStart":
-        return {"record": "session_start", "session_id": session_id, "transcript_path": transcript}
+        return {"record": spool.SESSION_START, "session_id": session_id, "transcript_path": transcript}
     if hook_event == "SessionEnd":
         from ..transcript_files import sizes
 
@@ -138,7 +139,7 @@ def record_for(hook_input, fired_ns):
         # What this run wrote ends here: a resume started before the exporter reads belongs to the next report.
         transcript_bytes, subagent_bytes = sizes(transcript) if transcript else (None, {})
         return {
-            "record": "session_end",
+            "record": spool.SESSION_END,
             "session_id": session_id,
             "transcript_path": transcript,
             # A longer reason is not an identifier: the payload would say "other" (limits.EXIT_REASON_MAX_CHARS).
@@ -149,7 +150,7 @@ def record_for(hook_input, fired_ns):
         }
     kind, name, prompt_length = decision
     return {
-        "record": "event",
+        "record": spool.EVENT,
         "kind": kind,
         "name": name,
         "prompt_length": prompt_length,
