@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_metrics.backoff import RETRY_AFTER_LIMIT, Backoff, parse_retry_after
+from otel_metrics.backoff import RETRY_AFTER_LIMIT, Backoff, parse_retry_after, refused_for_good
 
 
 def low(a: float, b: float) -> float:
@@ -73,3 +73,12 @@ def test_retry_after_as_seconds_or_as_an_http_date() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 -0000", now) == 0.0
     for bad in (None, "", "soon", "-5", "1.5e3", "Wed, 99 Foo"):
         assert parse_retry_after(bad, now) is None
+
+
+def test_refused_for_good_is_a_4xx_that_does_not_say_later() -> None:
+    assert [status for status in (200, 400, 401, 404, 408, 413, 425, 429, 500, 503) if refused_for_good(status)] == [
+        400,
+        401,
+        404,
+        413,
+    ]

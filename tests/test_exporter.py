@@ -45,7 +45,8 @@ from transcript_entries import (
 )
 
 from otel_metrics import schema, spool
-from otel_metrics.exporter.run import Exporter
+from otel_metrics.backoff import Backoff
+from otel_metrics.exporter.run import DrainSchedule, Exporter
 from otel_metrics.forwarder.decode import sessions_from_traces
 from otel_metrics.hook.main import record_for
 from otel_metrics.model import Session, SessionAggregates
@@ -381,11 +382,11 @@ def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
 
     monkeypatch.setattr(exporter.registry, "record_report", crash)
     with pytest.raises(Crash):  # the ready record is written, the registry not told
-        exporter.housekeeping() if quiet_rule else exporter.drain()
+        exporter.report_quiet_sessions() if quiet_rule else exporter.drain()
     assert any("-session-" in name for name in spool.pending(str(state)))
     restarted = in_process()
     drain(restarted)
-    assert restarted.housekeeping() == 0
+    assert restarted.report_quiet_sessions() == 0
     hook_record(state, session_input("SessionEnd", "s1", transcript))
     drain(restarted)
     assert [reported(s) for s in sessions_sent(sink)] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
@@ -422,13 +423,13 @@ def test_the_quiet_rule_reports_a_resumed_run_that_never_ended(
 ) -> None:
     exporter = in_process()
     transcript, first, second = first_run_reported(tmp_path, state, exporter)
-    assert exporter.housekeeping() == 0  # reported, nothing since
+    assert exporter.report_quiet_sessions() == 0  # reported, nothing since
     hook_record(state, session_input("SessionStart", "s1", transcript))
     drain(exporter)
     append(transcript, second)  # then Ctrl+C: no SessionEnd
-    assert exporter.housekeeping() == 1
+    assert exporter.report_quiet_sessions() == 1
     drain(exporter)
-    assert exporter.housekeeping() == 0
+    assert exporter.report_quiet_sessions() == 0
     sent = sessions_sent(sink)
     assert [reported(s) for s in sent] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
     assert sent[1].exit_reason == "other"
@@ -489,3 +490,24 @@ def test_a_poisoned_transcript_blocks_nothing(sink: OtlpSink, state: Path, tmp_p
     if kind != "year 1":
         assert any("transcript" in line and "is not a regular file" in line for line in log_lines(state))
     assert wait_for(lambda: not list(spool_records(state)), DEADLINE)
+
+
+def test_the_drain_schedule_waits_for_quiet_hooks_but_not_forever() -> None:
+    schedule = DrainSchedule(Backoff(1.0, 30.0, jitter=0.0), now=100.0)
+    assert not schedule.due(100.4) and schedule.due(100.5)  # a cold start lets the starting hook pass
+    for t in (101.0, 101.3, 101.6):  # hooks keep firing: each pushes the drain half a second on
+        schedule.hook_fired(t)
+    assert not schedule.due(102.0) and schedule.due(102.1)
+    for t in range(200, 207):  # a busy stretch: deferred at most LONGEST_DEFERRAL_SECONDS
+        schedule.hook_fired(float(t))
+    assert schedule.next_try == 204.5 and schedule.due(204.5)
+
+
+def test_the_drain_schedule_backs_off_while_failing_and_retries_when_a_hook_fires() -> None:
+    schedule = DrainSchedule(Backoff(1.0, 30.0, jitter=0.0), now=0.0)
+    assert [schedule.failed(t) for t in (10.0, 11.0, 13.0)] == [0.0, 1.0, 3.0]  # failing for
+    assert schedule.next_try == 13.0 + 4.0  # the third retry waits 4 s
+    schedule.hook_fired(14.0)
+    assert schedule.due(14.5)  # the collector may be back
+    schedule.succeeded()
+    assert schedule.failed(20.0) == 0.0 and schedule.next_try == 21.0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from .. import bootstrap, config, lock, spool
+from ..backoff import Backoff
 from ..identity import anonymous_id
 from ..model import Event, Session
 from . import HOOKS_QUIET_SECONDS, LONGEST_DEFERRAL_SECONDS, interpreter, local_forwarder, records
@@ -38,6 +39,8 @@ class Settings:
     session_quiet_seconds: float = 30 * 60.0
     export_timeout: float = 10.0
     give_up_seconds: float = 600.0  # an unreachable collector: leave the spool to a later hook
+    retry_initial: float = 1.0  # seconds before the first retry of a failed export (backoff.py's policy)
+    retry_max: float = 30.0
     forwarder_idle_seconds: float = local_forwarder.DEFAULT_IDLE_SECONDS
 
     @classmethod
@@ -84,7 +87,7 @@ class Exporter:
             self._sender = OtlpSender(target, self.settings.export_timeout)
         return self._sender
 
-    def housekeeping(self) -> int:
+    def report_quiet_sessions(self) -> int:
         """Queue what sessions wrote in runs that ended without SessionEnd; return how many were queued."""
         queued = self.sessions.queue_quiet(self.settings.session_quiet_seconds)
         self.registry.forget_old()
@@ -104,7 +107,7 @@ class Exporter:
             try:
                 if record is None:
                     raise records.BadRecord("unreadable")
-                self._take(name, record, user_id, events, sessions)
+                self._route(name, record, user_id, events, sessions)
             except (records.BadRecord, TypeError, ValueError) as error:
                 spool.set_aside(self.state, name, str(error))
                 set_aside.append(str(error))
@@ -117,7 +120,7 @@ class Exporter:
             )
         return self._send(events, sessions)
 
-    def _take(self, name: str, record: Dict, user_id: Optional[str], events: List, sessions: List) -> None:
+    def _route(self, name: str, record: Dict, user_id: Optional[str], events: List, sessions: List) -> None:
         kind = record.get("record")
         if kind == spool.EVENT:
             events.append((name, records.event_from_record(record, user_id)))
@@ -194,40 +197,29 @@ class Exporter:
         they differ from ours (a changed option, an updated plugin): the caller restarts with them."""
         settings = self.settings
         watch = SettingsWatch(self.state, self.env)
+        schedule = DrainSchedule(Backoff(settings.retry_initial, settings.retry_max), time.monotonic())
         last_work = time.monotonic()
-        failing_since: Optional[float] = None
-        next_try, backoff = time.monotonic() + HOOKS_QUIET_SECONDS, 0.0
-        next_housekeeping = next_try  # with the first drain, and after it: the sessions just seen are known then
+        next_quiet_check = schedule.next_try  # with the first drain, and after it: sessions just seen are known
         known: set = set()
-        deferred_since: Optional[float] = None
         while True:
             now = time.monotonic()
             names = spool.pending(self.state)
             poked = watch.poked()
-            fresh = any(not name.endswith(spool.NO_WAKE_SUFFIX) for name in set(names) - known)
-            if fresh or poked:
-                if poked and watch.changed_settings() is not None:
-                    return watch.changed_settings()
-                # A hook just fired: try soon (the collector may be back), once the hooks have been quiet a
-                # moment, so the work falls between a session's steps; but never wait on them for long.
-                deferred_since = deferred_since or now
-                if now - deferred_since < LONGEST_DEFERRAL_SECONDS:
-                    next_try = now + HOOKS_QUIET_SECONDS
-            if names and now >= next_try:
-                deferred_since = None
+            if poked and watch.changed_settings() is not None:
+                return watch.changed_settings()
+            if poked or any(not name.endswith(spool.NO_WAKE_SUFFIX) for name in set(names) - known):
+                schedule.hook_fired(now)
+            if names and schedule.due(now):
                 if self.drain():
-                    failing_since, backoff, last_work = None, 0.0, time.monotonic()
-                else:
-                    failing_since = failing_since or now
-                    if now - failing_since > settings.give_up_seconds:
-                        return None
-                    backoff = min(max(1.0, backoff * 2), 30.0)
-                    next_try = time.monotonic() + backoff
+                    schedule.succeeded()
+                    last_work = time.monotonic()
+                elif schedule.failed(time.monotonic()) > settings.give_up_seconds:
+                    return None  # an unreachable collector: the spool waits for a later hook
                 names = spool.pending(self.state)
-            if now >= next_housekeeping:  # after a drain, so sessions just seen are known
-                if self.housekeeping():
-                    next_try = now  # a quiet session was queued: send it on the next round
-                next_housekeeping = now + QUIET_CHECK_SECONDS
+            if now >= next_quiet_check:
+                if self.report_quiet_sessions():
+                    schedule.hook_fired(now)  # a quiet session was queued: like a hook's record
+                next_quiet_check = now + QUIET_CHECK_SECONDS
                 names = spool.pending(self.state)
             known = set(names)
             if not names and time.monotonic() - last_work > settings.idle_seconds:
@@ -241,6 +233,43 @@ class Exporter:
                     return None
                 last_work = time.monotonic()
             time.sleep(settings.poll_seconds)
+
+
+class DrainSchedule:
+    """When the exporter drains next.
+
+    Soon after a hook fired, once the hooks have been quiet HOOKS_QUIET_SECONDS (so the
+    work falls between a session's steps), but never deferred past LONGEST_DEFERRAL_SECONDS;
+    while the collector fails, after the retry policy's backoff, unless a hook fires (the
+    collector may be back)."""
+
+    def __init__(self, backoff: Backoff, now: float) -> None:
+        self.backoff = backoff
+        self.next_try = now + HOOKS_QUIET_SECONDS  # a cold start: the hook that started us goes first
+        self.deferred_since: Optional[float] = None
+        self.failing_since: Optional[float] = None
+        self.failures = 0
+
+    def hook_fired(self, now: float) -> None:
+        self.deferred_since = self.deferred_since or now
+        if now - self.deferred_since < LONGEST_DEFERRAL_SECONDS:
+            self.next_try = now + HOOKS_QUIET_SECONDS
+
+    def due(self, now: float) -> bool:
+        if now < self.next_try:
+            return False
+        self.deferred_since = None
+        return True
+
+    def succeeded(self) -> None:
+        self.failing_since, self.failures = None, 0
+
+    def failed(self, now: float) -> float:
+        """Schedule the retry; how long the collector has been failing."""
+        self.failing_since = self.failing_since or now
+        self.failures += 1
+        self.next_try = now + self.backoff.delay(self.failures)
+        return now - self.failing_since
 
 
 class SettingsWatch:
