@@ -150,7 +150,7 @@ def main() -> None:
     )
     print(
         "| hook | collector | `sh -c true` | `python -c pass` | our hook | ratio to python | ratio to sh "
-        "| in-process export (seed's way) | ratio |"
+        "| in-process export (the legacy plugin's way) | ratio |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for kind, state_name, shell, bare, ours, seed, seed_ratio in rows:

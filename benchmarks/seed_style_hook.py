@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The baseline: a hook that does the OTel work in-process, as the seed plugin did its HTTP.
+"""The baseline: a hook that does the OTel work in-process, as the legacy plugin did its HTTP.
 
 Parses with json, imports the OTel SDK, parses the transcript, exports and waits.
 Only the benchmark runs it.
@@ -25,11 +25,9 @@ def main() -> None:
         session = session_from_transcript(
             hook_input["session_id"],
             hook_input.get("transcript_path"),
-            hook_input.get("reason"),
-            time.time_ns(),
-            None,
-            __version__,
-            config.os_name(),
+            reason=hook_input.get("reason"),
+            hook_time_ns=time.time_ns(),
+            user_id=None,
         )
         sender.send_sessions([session])
         return

@@ -306,11 +306,9 @@ def run_session_summary(args: argparse.Namespace) -> int:
     session = session_from_transcript(
         None,
         args.transcript,
-        args.reason,
-        time.time_ns(),  # a transcript without timestamps ends "now", as at the hook
-        read_anonymous_id(config.state_dir()),
-        __version__,
-        config.os_name(),
+        reason=args.reason,
+        hook_time_ns=time.time_ns(),  # a transcript without timestamps ends "now", as at the hook
+        user_id=read_anonymous_id(config.state_dir()),
     )
     print(json.dumps(session_payload(session), sort_keys=True, indent=2))
     return 0

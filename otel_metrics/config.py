@@ -22,7 +22,7 @@ TYPE_CHECKING = False  # typing imports `re`; the hook's fast path must not pay 
 if TYPE_CHECKING:
     from typing import Dict, Mapping, Optional, Tuple
 
-# The production endpoint of the legacy metrics service (from the seed plugin).
+# The production endpoint of the legacy metrics service, which the plugin replaces.
 DEFAULT_METRICS_URL = "https://us-central1-openshift-ci-data-analysis.cloudfunctions.net/metrics-upload"
 DEFAULT_FORWARDER_LISTEN = "127.0.0.1:4318"
 DEFAULT_ENDPOINT_LISTEN = "127.0.0.1:8080"

@@ -1,6 +1,6 @@
 """Session aggregates from a Claude Code transcript and its subagent transcripts.
 
-The rules (issue 4, summed up in README "Session aggregates"):
+The rules (README "Session aggregates"):
 
 - Files: the main transcript T, then every `*.jsonl` in `<T without .jsonl>/subagents/`
   (Claude Code 2.x), by name. Entries of T marked `"isSidechain": true` are subagent

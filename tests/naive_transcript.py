@@ -28,7 +28,7 @@ from otel_metrics.transcript import (
 
 
 def naive_summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
-    """The rules of issue 4, straight: json.loads every line of every file, then count."""
+    """The aggregation rules, straight: json.loads every line of every file, then count."""
     main = Path(path)
     session_id: Optional[str] = None
     start_ns: Optional[int] = None

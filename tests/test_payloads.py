@@ -130,7 +130,7 @@ def test_format_timestamp_refuses_years_without_four_digits(seconds: int) -> Non
 
 def test_event_payload_has_exactly_the_ten_keys() -> None:
     assert event_payload(EVENT) == EVENT_PAYLOAD
-    assert list(event_payload(EVENT)) == list(EVENT_PAYLOAD)  # the seed's key order
+    assert list(event_payload(EVENT)) == list(EVENT_PAYLOAD)  # the order of the legacy contract's table
 
 
 def test_event_payload_without_user_id_sends_null() -> None:

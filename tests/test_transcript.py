@@ -1,4 +1,4 @@
-"""The session-aggregate rules of issue 4, one by one, on small hand-made transcripts.
+"""The session-aggregate rules (README "Session aggregates"), one by one, on small hand-made transcripts.
 
 Entries are built with the helpers of transcript_entries.py (the fields Claude Code
 writes that the rules read); each test writes its transcript into tmp_path and

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Optional, Set
 
-from .. import __version__, config, spool
+from .. import spool
 from ..identity import anonymous_id
 from ..model import Session
 from ..session_report import session_from_summary
@@ -64,12 +64,10 @@ class SessionReports:
         session = session_from_summary(
             session_id,
             segment.summary if segment else None,
-            reason,
-            hook_ns,
-            anonymous_id(self.state),
-            __version__,
-            config.os_name(),
-            progress.segments,
+            reason=reason,
+            hook_time_ns=hook_ns,
+            user_id=anonymous_id(self.state),
+            segment=progress.segments,
         )
         suffix = record_suffix(session_id, progress.segments)
         name = spool.record_name(order_ns, suffix)
