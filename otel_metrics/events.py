@@ -5,6 +5,12 @@ Stdlib-only and regex-free: it runs on the hook's fast path.
 
 from .limits import NAME_MAX_CHARS
 
+TYPE_CHECKING = False  # typing imports `re`; the hook's fast path must not pay for it
+if TYPE_CHECKING:
+    from typing import Mapping, Optional, Tuple
+
+    Decision = Tuple[str, str, int]  # (event kind, command or skill name, prompt length)
+
 SLASH_COMMAND = "slash_command"
 SKILL = "skill"
 # A typed prompt: UserPromptExpansion fires only when a typed command expands, UserPromptSubmit
@@ -15,7 +21,7 @@ _FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _REST = _FIRST | frozenset("._-")
 
 
-def is_command_name(name):
+def is_command_name(name: object) -> bool:
     """`seg(:seg)*`, each segment `[A-Za-z0-9][A-Za-z0-9._-]*` (ASCII only), at most limits.NAME_MAX_CHARS."""
     if not isinstance(name, str) or not name or len(name) > NAME_MAX_CHARS:
         return False
@@ -28,7 +34,7 @@ def is_command_name(name):
     return True
 
 
-def classify(hook_input):
+def classify(hook_input: "Mapping[str, object]") -> "Optional[Decision]":
     """Return (kind, name, prompt_length) for an event, else None.
 
     Only the command or skill name and the prompt's length leave this function:
@@ -42,7 +48,7 @@ def classify(hook_input):
     return None
 
 
-def _slash_command(prompt):
+def _slash_command(prompt: object) -> "Optional[Decision]":
     if not isinstance(prompt, str) or not prompt.startswith("/"):
         return None
     name = prompt.split(None, 1)[0][1:]
@@ -51,7 +57,7 @@ def _slash_command(prompt):
     return (SLASH_COMMAND, name, len(prompt))
 
 
-def _skill(tool_name, tool_input):
+def _skill(tool_name: object, tool_input: object) -> "Optional[Decision]":
     if tool_name != "Skill" or not isinstance(tool_input, dict):
         return None
     name = tool_input.get("skill")

@@ -4,6 +4,12 @@
 scanner underneath it does the same parsing without either.
 """
 
+TYPE_CHECKING = False  # typing imports `re`: only the type checker reads these
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping, Optional, Tuple
+
+    Scanner = Callable[[str, int], Tuple[Any, int]]
+
 
 class _ScannerContext:
     # The attributes json.JSONDecoder hands to the C scanner.
@@ -15,16 +21,18 @@ class _ScannerContext:
     memo = None
 
     @staticmethod
-    def parse_constant(name):
+    def parse_constant(name: str) -> float:
         return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
 
 
 _WHITESPACE = " \t\n\r"
 
+_scan: "Optional[Scanner]"
+_quote: "Callable[[str], str]"
 try:
     import _json
 
-    _scan = _json.make_scanner(_ScannerContext)
+    _scan = _json.make_scanner(_ScannerContext)  # type: ignore[arg-type]  # duck-typed: JSONDecoder's attributes
     _quote = _json.encode_basestring_ascii
 except (ImportError, AttributeError):  # a Python built without the accelerator
     import json as _slow_json
@@ -33,7 +41,7 @@ except (ImportError, AttributeError):  # a Python built without the accelerator
     _quote = _slow_json.dumps
 
 
-def loads(text):
+def loads(text: str) -> "Any":
     """Parse one JSON document; ValueError on anything that is not exactly that."""
     if _scan is None:
         return _slow_json.loads(text)
@@ -49,9 +57,10 @@ def loads(text):
     return value
 
 
-def dumps_record(record):
+def dumps_record(record: "Mapping[str, object]") -> str:
     """Serialise a dict of str/int/bool/None values, and dicts of them, as one line of ASCII JSON."""
     parts = []
+    rendered: str
     for key, value in record.items():
         if value is None:
             rendered = "null"

@@ -7,21 +7,26 @@ hooks start one exporter, not fifty. Stdlib only: it runs on the hook's fast pat
 """
 
 import os
+import sys
+
+TYPE_CHECKING = False  # typing imports `re`; the hook's fast path must not pay for it
+if TYPE_CHECKING:
+    from typing import Optional
 
 LOCK_FILE = "exporter.lock"
 ENV_LOCK_FD = "OTEL_METRICS_EXPORTER_LOCK_FD"
 
 
-def path(state_dir):
+def path(state_dir: str) -> str:
     return os.path.join(state_dir, LOCK_FILE)
 
 
-def try_acquire(state_dir):
+def try_acquire(state_dir: str) -> "Optional[int]":
     """An open descriptor holding the exporter lock, or None when another process holds it."""
     return try_lock(path(state_dir))
 
 
-def try_lock(lock_path):
+def try_lock(lock_path: str) -> "Optional[int]":
     """An open descriptor holding the lock on this file, or None when another process holds it."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -33,14 +38,14 @@ def try_lock(lock_path):
     return None
 
 
-def release(fd):
+def release(fd: int) -> None:
     os.close(fd)  # closing the last descriptor drops the lock
 
 
-if os.name == "nt":
+if sys.platform == "win32":
     import msvcrt
 
-    def _lock(fd):
+    def _lock(fd: int) -> bool:
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
@@ -50,7 +55,7 @@ if os.name == "nt":
 else:
     import fcntl
 
-    def _lock(fd):
+    def _lock(fd: int) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

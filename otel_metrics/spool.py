@@ -9,6 +9,12 @@ import time
 
 from .fastjson import dumps_record
 
+TYPE_CHECKING = False  # typing imports `re`; the hook's fast path must not pay for it
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+    Record = Mapping[str, object]
+
 SPOOL_DIR = "spool"
 SUFFIX = ".json"
 # Records that need no export of their own (a session started): they wait for the exporter
@@ -24,11 +30,11 @@ SESSION_END = "session_end"
 SESSION = "session"
 
 
-def directory(state_dir):
+def directory(state_dir: str) -> str:
     return os.path.join(state_dir, SPOOL_DIR)
 
 
-def append(state_dir, record, wake=True):
+def append(state_dir: str, record: "Record", wake: bool = True) -> str:
     """Record durably: write a hidden temp file, then rename it into place.
 
     The rename is atomic, so the exporter never sees a half-written record, and
@@ -57,7 +63,7 @@ def append(state_dir, record, wake=True):
     return final
 
 
-def poke(state_dir, settings=None):
+def poke(state_dir: str, settings: "Optional[Mapping[str, str]]" = None) -> None:
     """Tell a running exporter that a hook fired, and with which settings (it watches this file).
 
     Written whole and renamed into place, so the exporter reads the settings of one hook.
@@ -76,7 +82,7 @@ def poke(state_dir, settings=None):
     os.replace(temp, path)
 
 
-def last_poke(state_dir):
+def last_poke(state_dir: str) -> "Optional[Tuple[int, int]]":
     """A token that changes with every poke."""
     try:
         info = os.stat(os.path.join(directory(state_dir), POKE_FILE))
@@ -85,12 +91,12 @@ def last_poke(state_dir):
     return (info.st_ino, info.st_mtime_ns)
 
 
-def poked_settings(state_dir):
+def poked_settings(state_dir: str) -> "Optional[Dict[str, Any]]":
     """The settings the last poking hook ran with, or None."""
     return read(state_dir, POKE_FILE)
 
 
-def pending(state_dir):
+def pending(state_dir: str) -> "List[str]":
     """Names of the spooled records, oldest first."""
     try:
         names = os.listdir(directory(state_dir))
@@ -99,12 +105,12 @@ def pending(state_dir):
     return sorted(n for n in names if n.endswith(SUFFIX) and not n.startswith("."))
 
 
-def has_work(state_dir):
+def has_work(state_dir: str) -> bool:
     """Whether anything spooled is worth starting an exporter for."""
     return any(not name.endswith(NO_WAKE_SUFFIX) for name in pending(state_dir))
 
 
-def read(state_dir, name):
+def read(state_dir: str, name: str) -> "Optional[Dict[str, Any]]":
     """The JSON object in a spool file, or None when it is gone or unreadable (reported by the caller)."""
     import json
 
@@ -116,7 +122,7 @@ def read(state_dir, name):
     return record if isinstance(record, dict) else None
 
 
-def write(state_dir, name, record):
+def write(state_dir: str, name: str, record: "Record") -> None:
     """Write (or overwrite) a record under a chosen name, atomically."""
     spool = directory(state_dir)
     os.makedirs(spool, mode=0o700, exist_ok=True)
@@ -126,7 +132,7 @@ def write(state_dir, name, record):
     os.replace(temp, os.path.join(spool, name))
 
 
-def remove(state_dir, name):
+def remove(state_dir: str, name: str) -> None:
     try:
         os.unlink(os.path.join(directory(state_dir), name))
     except FileNotFoundError:
@@ -137,7 +143,7 @@ REJECTED_DIR = "rejected"
 REJECTED_MAX_RECORDS = 100  # the newest kept; older ones are deleted
 
 
-def set_aside(state_dir, name, reason):
+def set_aside(state_dir: str, name: str, reason: str) -> None:
     """Move a record that will never be accepted (refused for good, or not a record) out of the
     spool into rejected/, with a note saying why, so it neither blocks nor is retried forever.
     Bounded: beyond REJECTED_MAX_RECORDS, the oldest go."""
@@ -161,7 +167,7 @@ def set_aside(state_dir, name, reason):
                 pass
 
 
-def enforce_bounds(state_dir, max_items, max_age_seconds, now=None):
+def enforce_bounds(state_dir: str, max_items: int, max_age_seconds: float, now: "Optional[float]" = None) -> int:
     """Drop records beyond the bounds (oldest first); return how many were dropped.
 
     Also sweeps temp files a killed hook left behind.
@@ -190,12 +196,12 @@ def enforce_bounds(state_dir, max_items, max_age_seconds, now=None):
     return dropped
 
 
-def record_name(written_ns, tag):
+def record_name(written_ns: int, tag: str) -> str:
     """A record's file name, without its suffix: the time it was written, so names sort oldest first."""
     return f"{written_ns:020d}-{tag}"
 
 
-def written_ns(name):
+def written_ns(name: str) -> int:
     """When a record was written (unix nanoseconds), from its name; 0 for a name not of that form."""
     try:
         return int(name.split("-", 1)[0])

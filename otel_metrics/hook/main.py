@@ -11,6 +11,10 @@ import time
 
 from .. import __version__, config, events, fastjson, limits, lock, spool
 
+TYPE_CHECKING = False  # typing imports `re`; the hook's fast path must not pay for it
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Dict, Mapping, Optional
+
 MAX_INPUT_BYTES = limits.PROMPT_LENGTH_MAX  # a prompt's length is bounded by what is read
 MAX_PATH_CHARS = 4096  # a transcript path beyond this is no path Claude Code wrote
 FALLBACK_NOTE = ".recorded-here-instead"  # in the fallback directory: its log line was written
@@ -21,7 +25,7 @@ class BadInput(Exception):
     """Hook input we cannot use; its message goes to the log as one line."""
 
 
-def main():
+def main() -> None:
     """Console entry for the plugin's scripts: never raises, always exits 0."""
     try:
         handle(sys.stdin.buffer, os.environ)
@@ -31,7 +35,7 @@ def main():
     os._exit(0)
 
 
-def handle(stdin, env):
+def handle(stdin: "BinaryIO", env: "Mapping[str, str]") -> None:
     """Process one hook invocation; every problem ends in at most one log line."""
     fired_ns = time.time_ns()
     if config.disabled(env):
@@ -65,7 +69,7 @@ def handle(stdin, env):
         log(state, f"unexpected {type(problem).__name__}: {problem}")
 
 
-def record_where_possible(state, record, wake, env):
+def record_where_possible(state: str, record: "Dict[str, Any]", wake: bool, env: "Mapping[str, str]") -> str:
     """Spool the record in the state directory, or, where that cannot be written (read-only, a
     plain file, a full disk), in the fallback one; return the directory used. OSError when neither can."""
     try:
@@ -82,7 +86,7 @@ def record_where_possible(state, record, wake, env):
         return fallback
 
 
-def _copy_anonymous_id(state, fallback):
+def _copy_anonymous_id(state: str, fallback: str) -> None:
     """The same user in the fallback: its exporter would otherwise make a new anonymous id."""
     try:
         with open(os.path.join(state, config.ANONYMOUS_ID_FILE), "rb") as source:
@@ -96,7 +100,7 @@ def _copy_anonymous_id(state, fallback):
         os.close(fd)
 
 
-def read_input(stdin):
+def read_input(stdin: "BinaryIO") -> "Dict[str, Any]":
     raw = stdin.read(MAX_INPUT_BYTES + 1)
     if len(raw) > MAX_INPUT_BYTES:
         raise BadInput(f"hook input over {MAX_INPUT_BYTES} bytes: ignored")
@@ -113,7 +117,7 @@ def read_input(stdin):
     return hook_input
 
 
-def record_for(hook_input, fired_ns):
+def record_for(hook_input: "Mapping[str, Any]", fired_ns: int) -> "Optional[Dict[str, Any]]":
     """The spool record for this hook input, or None when there is nothing to send."""
     hook_event = hook_input.get("hook_event_name")
     if hook_event in SESSION_HOOKS:
@@ -148,6 +152,8 @@ def record_for(hook_input, fired_ns):
             "transcript_bytes": transcript_bytes,
             "subagent_bytes": subagent_bytes,
         }
+    if decision is None:  # an event hook that is no event returned above; a session hook never gets here
+        return None
     kind, name, prompt_length = decision
     return {
         "record": spool.EVENT,
@@ -162,7 +168,7 @@ def record_for(hook_input, fired_ns):
     }
 
 
-def wake_exporter(state):
+def wake_exporter(state: str) -> None:
     """Start the background exporter unless one is running (it then finds our record)."""
     from . import detach
 
@@ -181,7 +187,7 @@ def wake_exporter(state):
             os.close(fd)  # the exporter holds the lock through its own copy
 
 
-def log(state, message):
+def log(state: str, message: str) -> None:
     line = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f" hook[{os.getpid()}] {message}\n"
     try:
         fd = os.open(os.path.join(state, config.LOG_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
