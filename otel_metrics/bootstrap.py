@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
-from typing import List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple
 
 from . import config
 
@@ -120,7 +121,7 @@ def build(state: str, plugin_root: str, base_python: str = sys.executable) -> No
         shutil.rmtree(downloads, ignore_errors=True)
 
 
-def _create_venv(base_python: str, target: str, downloads: str, build_log) -> List[str]:  # noqa: ANN001 - a text file
+def _create_venv(base_python: str, target: str, downloads: str, build_log: TextIO) -> List[str]:
     """Make the venv; return the command that runs its pip (from a wheel put in `downloads` if need be)."""
     python = venv_python(target)
     venv = [base_python, "-m", "venv", "--clear"]
@@ -171,7 +172,7 @@ def _install_failure(output: str, log_path: str) -> str:
     return f"installing the dependencies failed: {_last_line(output)} (details in {log_path})"
 
 
-def _run(argv: List[str], build_log, timeout: float, explain) -> None:  # noqa: ANN001 - a text file, a callable
+def _run(argv: List[str], build_log: TextIO, timeout: float, explain: Callable[[str], str]) -> None:
     """Run a step with its output in the build log; BootstrapError(explain(output)) when it fails."""
     build_log.write(f"$ {' '.join(argv)}\n")
     build_log.flush()
@@ -246,7 +247,7 @@ def fetch_pip_wheel(directory: str, python_version: Tuple[int, int]) -> str:
     if not candidates:
         raise BootstrapError(f"the package index at {page_url} lists no pip wheel for this Python")
     _, filename, href = max(candidates)
-    url = urllib.request.urljoin(page_url, href)
+    url = urllib.parse.urljoin(page_url, href)
     digest = url.partition("#sha256=")[2]
     path = os.path.join(directory, filename)
     try:
@@ -299,7 +300,7 @@ def seconds_until_retry(state: str, env: Mapping[str, str], now: Optional[float]
     if not isinstance(failures, int) or failures <= 0 or status.get("network") != _fingerprint(env):
         return 0.0
     first = config.number(env, config.ENV_BOOTSTRAP_RETRY_SECONDS, RETRY_SECONDS)
-    wait = min(first * 2 ** min(failures - 1, 20), max(first, RETRY_MAX_SECONDS))
+    wait = min(first * 2.0 ** min(failures - 1, 20), max(first, RETRY_MAX_SECONDS))
     last = status.get("last_failure", 0)
     since = (time.time() if now is None else now) - (last if isinstance(last, (int, float)) else 0)
     return max(0.0, wait - since)
@@ -338,12 +339,12 @@ def record_success(state: str) -> bool:
     return had_failed
 
 
-def status(state: str) -> dict:
+def status(state: str) -> Dict[str, Any]:
     """What `doctor` shows: failures, last_failure, reason; or built."""
     return _status(state)
 
 
-def _status(state: str) -> dict:
+def _status(state: str) -> Dict[str, Any]:
     try:
         with open(os.path.join(state, STATUS_FILE), encoding="utf-8") as f:
             value = json.load(f)
@@ -352,7 +353,7 @@ def _status(state: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _write_status(state: str, value: dict) -> None:
+def _write_status(state: str, value: Dict[str, Any]) -> None:
     path = os.path.join(state, STATUS_FILE)
     temp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

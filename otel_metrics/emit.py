@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import requests
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -24,12 +24,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util.types import AttributeValue
 
 from . import schema
 from .config import is_loopback_url
 from .model import ENGINE, Event, Session
 
 ResourceKey = Tuple[str, str]  # (version, os)
+Item = TypeVar("Item", Event, Session)
 
 
 def build_resource(version: str, os_name: str) -> Resource:
@@ -45,8 +47,8 @@ def build_resource(version: str, os_name: str) -> Resource:
     )
 
 
-def event_attributes(event: Event) -> Dict[str, object]:
-    attributes: Dict[str, object] = {
+def event_attributes(event: Event) -> Dict[str, AttributeValue]:
+    attributes: Dict[str, AttributeValue] = {
         schema.EVENT_TYPE: event.kind,
         schema.EVENT_NAME: event.name,
         schema.EVENT_PROMPT_LENGTH: event.prompt_length,
@@ -58,8 +60,8 @@ def event_attributes(event: Event) -> Dict[str, object]:
     return attributes
 
 
-def session_attributes(session: Session) -> Dict[str, object]:
-    attributes: Dict[str, object] = {
+def session_attributes(session: Session) -> Dict[str, AttributeValue]:
+    attributes: Dict[str, AttributeValue] = {
         schema.SESSION_ID: session.session_id,
         schema.SESSION_EXIT_REASON: session.exit_reason,
         schema.SESSION_SEGMENT: session.segment,
@@ -71,8 +73,8 @@ def session_attributes(session: Session) -> Dict[str, object]:
     return attributes
 
 
-def _by_resource(items: Iterable) -> Dict[ResourceKey, list]:
-    groups: Dict[ResourceKey, list] = defaultdict(list)
+def _by_resource(items: Iterable[Item]) -> Dict[ResourceKey, List[Item]]:
+    groups: Dict[ResourceKey, List[Item]] = defaultdict(list)
     for item in items:
         groups[(item.version, item.os)].append(item)
     return groups
@@ -138,7 +140,7 @@ class _AnswerKeeper(requests.Session):
 
     last: Optional[Tuple[int, str]] = None
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         self.last = None
         response = super().send(request, **kwargs)
         self.last = (response.status_code, response.text[:200].strip())
@@ -180,4 +182,4 @@ class OtlpSender:
 
     def close(self) -> None:
         self._metrics.shutdown()
-        self._traces.shutdown()
+        self._traces.shutdown()  # type: ignore[no-untyped-call]  # untyped in the SDK

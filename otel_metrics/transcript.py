@@ -39,7 +39,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AbstractSet, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
+from typing import AbstractSet, Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 from . import limits
 from .fastjson import loads
@@ -110,7 +110,7 @@ class Offsets:
             raise ValueError(f"not transcript offsets: {data!r}")
         if not all(isinstance(name, str) and _is_offset(value) for name, value in subagents.items()):
             raise ValueError(f"not subagent offsets: {subagents!r}")
-        return cls(main, dict(subagents))
+        return cls(int(main), dict(subagents))  # type: ignore[arg-type]  # checked by _is_offset
 
 
 def _is_offset(value: object) -> bool:
@@ -139,7 +139,7 @@ class Segment:
 CopiedHistory = Callable[[str], AbstractSet[str]]
 
 
-def summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
+def summarize(path: Union[str, os.PathLike[str]]) -> TranscriptSummary:
     """Aggregates of the session whose main transcript is `path`; never raises for bad content.
 
     A transcript that cannot be opened gives zero counts and no times (the caller
@@ -149,7 +149,7 @@ def summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
 
 
 def read_segment(
-    path: Union[str, os.PathLike],
+    path: Union[str, os.PathLike[str]],
     start: Offsets = Offsets(),
     awaiting_answer: bool = False,
     stop: Optional[Offsets] = None,
@@ -217,7 +217,7 @@ class ReadBudget:
         return True
 
 
-def open_regular(path: Union[str, os.PathLike]) -> Optional[int]:
+def open_regular(path: Union[str, os.PathLike[str]]) -> Optional[int]:
     """A descriptor of `path` if it is a regular file, else None; OSError when it cannot be opened.
 
     O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused, as is a device).
@@ -267,7 +267,7 @@ def subagent_transcripts(main: Path) -> List[Path]:
     return [Path(folder, name) for name in subagent_names(main)] if folder else []
 
 
-def entry_uuids(path: Union[str, os.PathLike]) -> Set[str]:
+def entry_uuids(path: Union[str, os.PathLike[str]]) -> Set[str]:
     """The top-level `uuid` of every entry of one file (empty if it cannot be read), within a read's bounds."""
     uuids: Set[str] = set()
     try:
@@ -359,7 +359,7 @@ class _Tally:
         self._copied: AbstractSet[str] = frozenset()
         self._copies_possible = copied_history is not None  # else only `forkedFrom` marks a copy (the fast path)
 
-    def add(self, entry: dict, in_main: bool) -> None:
+    def add(self, entry: Dict[str, Any], in_main: bool) -> None:
         if in_main:
             if self.session_id is None:
                 session_id = entry.get("sessionId")
@@ -377,13 +377,13 @@ class _Tally:
         elif kind == "user":
             self._add_user(entry, in_main and entry.get("isSidechain") is not True)
 
-    def _note_root(self, entry: dict) -> None:
+    def _note_root(self, entry: Dict[str, Any]) -> None:
         """A main-thread entry that starts a conversation chain (the first one, a compaction)."""
         uuid = entry.get("uuid")
         if type(uuid) is str and entry.get("isSidechain") is not True:
             self.roots.append(uuid)
 
-    def _is_copy(self, entry: dict) -> bool:
+    def _is_copy(self, entry: Dict[str, Any]) -> bool:
         """Whether a main-transcript entry is history copied from another session."""
         if type(entry.get("forkedFrom")) is dict:
             return True
@@ -396,7 +396,7 @@ class _Tally:
             self._copies_possible = bool(self._copied)
         return uuid in self._copied
 
-    def _add_user(self, entry: dict, main_thread: bool) -> None:
+    def _add_user(self, entry: Dict[str, Any], main_thread: bool) -> None:
         message = entry.get("message")
         content = message.get("content") if type(message) is dict else None
         if type(content) is list:
@@ -416,7 +416,7 @@ class _Tally:
             self.user_prompts += 1
             self.prompt_awaiting_answer = True
 
-    def _add_assistant(self, entry: dict, main_thread: bool) -> None:
+    def _add_assistant(self, entry: Dict[str, Any], main_thread: bool) -> None:
         message = entry.get("message")
         if type(message) is not dict:
             message = {}
@@ -438,7 +438,7 @@ class _Tally:
                     self._add_tool_use(block)
         self._add_usage(message_id, entry.get("requestId"), message.get("usage"))
 
-    def _add_tool_use(self, block: dict) -> None:
+    def _add_tool_use(self, block: Dict[str, Any]) -> None:
         block_id = block.get("id")
         if type(block_id) is str:
             if block_id in self.tool_use_ids:

@@ -198,6 +198,8 @@ def _last_change(main: str, main_mtime: float) -> float:
     """The latest modification time of the main transcript and its subagent files."""
     latest = main_mtime
     folder = subagent_folder(main)
+    if folder is None:
+        return latest
     for name in subagent_names(main):
         try:
             latest = max(latest, os.stat(os.path.join(folder, name)).st_mtime)

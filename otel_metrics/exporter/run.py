@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional, Set, Tuple
 
 from .. import bootstrap, config, lock, spool
 from ..backoff import Backoff
@@ -18,7 +18,7 @@ from .registry import SessionRegistry
 from .sessions import SessionReports
 
 if TYPE_CHECKING:
-    from ..emit import Answer
+    from ..emit import Answer, OtlpSender
 
 log = logging.getLogger("otel_metrics.exporter")
 
@@ -66,7 +66,7 @@ class Exporter:
         self.settings = Settings.from_env(env)
         self.registry = SessionRegistry(state_dir)
         self.sessions = SessionReports(state_dir, self.registry)
-        self._sender = None
+        self._sender: Optional[OtlpSender] = None
         self._failing = False
         self._last_failure = ""
 
@@ -78,7 +78,7 @@ class Exporter:
         forwarder = local_forwarder.LocalForwarder(self.state, self.env, self.settings.forwarder_idle_seconds)
         return forwarder.url(self.settings.metrics_url)
 
-    def _sender_for(self, target: str):
+    def _sender_for(self, target: str) -> OtlpSender:
         if self._sender is None or self._sender.base_url != target.rstrip("/"):
             from ..emit import OtlpSender  # the SDK import is the expensive part: only when there is work
 
@@ -120,7 +120,14 @@ class Exporter:
             )
         return self._send(events, sessions)
 
-    def _route(self, name: str, record: Dict, user_id: Optional[str], events: List, sessions: List) -> None:
+    def _route(
+        self,
+        name: str,
+        record: Dict[str, Any],
+        user_id: Optional[str],
+        events: List[Tuple[str, Event]],
+        sessions: List[Tuple[str, Session]],
+    ) -> None:
         kind = record.get("record")
         if kind == spool.EVENT:
             events.append((name, records.event_from_record(record, user_id)))
@@ -131,7 +138,8 @@ class Exporter:
         elif kind == spool.SESSION_END:
             session_id = records.required(record, "session_id", str)
             order_ns = spool.written_ns(name)
-            hook_ns = record.get("time_ns") if isinstance(record.get("time_ns"), int) else order_ns
+            time_ns = record.get("time_ns")
+            hook_ns = time_ns if isinstance(time_ns, int) else order_ns
             stop = records.stop_offsets(record)
             self.sessions.queue(session_id, _path(record), record.get("reason"), hook_ns, order_ns, stop)
             spool.remove(self.state, name)
@@ -142,7 +150,7 @@ class Exporter:
         else:
             raise records.BadRecord(f"unknown record kind {kind!r}")
 
-    def _seen(self, record: Dict) -> None:
+    def _seen(self, record: Dict[str, Any]) -> None:
         session_id = record.get("session_id")
         if isinstance(session_id, str) and session_id:
             self.registry.seen(session_id, _path(record))
@@ -200,13 +208,14 @@ class Exporter:
         schedule = DrainSchedule(Backoff(settings.retry_initial, settings.retry_max), time.monotonic())
         last_work = time.monotonic()
         next_quiet_check = schedule.next_try  # with the first drain, and after it: sessions just seen are known
-        known: set = set()
+        known: Set[str] = set()
         while True:
             now = time.monotonic()
             names = spool.pending(self.state)
             poked = watch.poked()
-            if poked and watch.changed_settings() is not None:
-                return watch.changed_settings()
+            changed = watch.changed_settings() if poked else None
+            if changed is not None:
+                return changed
             if poked or any(not name.endswith(spool.NO_WAKE_SUFFIX) for name in set(names) - known):
                 schedule.hook_fired(now)
             if names and schedule.due(now):
@@ -228,10 +237,10 @@ class Exporter:
                 # its record to us: look once more, and stay if we can keep the lock.
                 if not spool.pending(self.state):
                     return None
-                lock_fd = lock.try_acquire(self.state)
-                if lock_fd is None:
+                kept = lock.try_acquire(self.state)
+                if kept is None:
                     return None
-                last_work = time.monotonic()
+                lock_fd, last_work = kept, time.monotonic()
             time.sleep(settings.poll_seconds)
 
 
@@ -290,7 +299,7 @@ class SettingsWatch:
         return settings if settings and settings != self.own else None
 
 
-def _path(record: Dict) -> Optional[str]:
+def _path(record: Dict[str, Any]) -> Optional[str]:
     path = record.get("transcript_path")
     return path if isinstance(path, str) and path else None
 
@@ -373,8 +382,9 @@ def _await_interpreter(env: Mapping[str, str], state: str, lock_fd: int) -> Opti
             return None
         retry_at = time.monotonic() + wait
         while time.monotonic() < retry_at:
-            if watch.poked() and watch.changed_settings() is not None:
-                _restart_with(watch.changed_settings(), env, lock_fd)
+            changed = watch.changed_settings() if watch.poked() else None
+            if changed is not None:
+                _restart_with(changed, env, lock_fd)
             time.sleep(Settings.poll_seconds)
 
 

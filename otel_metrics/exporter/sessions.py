@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Optional, Set
+from typing import Any, Dict, Optional, Set
 
 from .. import spool
 from ..identity import anonymous_id
@@ -87,7 +87,7 @@ class SessionReports:
             queued += self.queue(session_id, path, "other", now, now)
         return queued
 
-    def note_queued(self, session: Session, record: dict) -> None:
+    def note_queued(self, session: Session, record: Dict[str, Any]) -> None:
         """Tell the registry about a ready record about to be sent: a no-op unless a crash came
         between writing the record and telling the registry."""
         end = records.segment_end(record)
