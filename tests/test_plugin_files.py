@@ -57,3 +57,14 @@ def test_the_tests_run_the_pins_users_install() -> None:
             pins[found.group(1)] = found.group(2)
     assert "opentelemetry-sdk" in pins and "protobuf" in pins
     assert {name: metadata.version(name) for name in pins} == pins
+
+
+def test_no_message_names_a_package_that_is_not_ours() -> None:
+    """PyPI's `otel-metrics` is an unrelated project (import name otel_metrics too): installing it
+    would shadow nothing of ours but help no one. No message, doc or error says to install it."""
+    foreign = re.compile(r"pip install\s+['\"]?otel[-_]metrics\b|otel-metrics\[")
+    texts = [*REPO.glob("otel_metrics/**/*.py"), PLUGIN / "scripts" / "run", PLUGIN / "scripts" / "run.py"]
+    texts += [*PLUGIN.glob("commands/*.md")]
+    texts += [REPO / "README.md", *REPO.glob("docs/*.md"), REPO / "Dockerfile"]
+    offenders = [str(path.relative_to(REPO)) for path in texts if foreign.search(path.read_text(errors="replace"))]
+    assert offenders == []

@@ -134,7 +134,7 @@ def test_a_postgresql_url_without_psycopg_says_what_to_install() -> None:
         "except StoreError as error:\n    print(error)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out == "a postgresql:// database needs psycopg 3: pip install 'otel-metrics[postgres]'\n"
+    assert out == "a postgresql:// database needs psycopg 3: pip install 'psycopg[binary]' where otel-metrics runs\n"
 
 
 def test_an_unreachable_postgresql_is_a_store_error(postgres_server: PostgresServer) -> None:

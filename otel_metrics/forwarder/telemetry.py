@@ -143,7 +143,7 @@ def enabled(prometheus: bool, otlp_url: Optional[str]) -> Telemetry:
         except ImportError as error:
             raise PrometheusUnavailable(
                 f"--prometheus needs opentelemetry-exporter-prometheus ({error}); "
-                "install it with `pip install 'otel-metrics[prometheus]'`"
+                "install it (`pip install opentelemetry-exporter-prometheus`) where otel-metrics runs"
             ) from error
         readers.append(PrometheusMetricReader())
     if otlp_url:

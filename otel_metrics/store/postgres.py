@@ -1,4 +1,4 @@
-"""The shared store: PostgreSQL through psycopg 3 (`pip install 'otel-metrics[postgres]'`).
+"""The shared store: PostgreSQL through psycopg 3 (the `postgres` extra of this package: psycopg[binary]).
 
 One connection shared by the request threads, one transaction per payload. A broken
 connection (the server restarted) is replaced on the next call; the call that found it
@@ -17,7 +17,7 @@ from . import PayloadStore, StoreError, create_statements, insert_statement, row
 try:
     import psycopg
 except ImportError as missing:  # the optional extra
-    raise StoreError("a postgresql:// database needs psycopg 3: pip install 'otel-metrics[postgres]'") from missing
+    raise StoreError("a postgresql:// database needs psycopg 3: pip install 'psycopg[binary]' where otel-metrics runs") from missing
 
 # Serialises schema creation between endpoints starting at once (CREATE ... IF NOT EXISTS can race).
 SCHEMA_LOCK_KEY = 0x6F74656C  # "otel"
