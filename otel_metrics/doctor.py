@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from typing import Dict, List, Mapping, NamedTuple, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 from . import __version__, bootstrap, config, lock, spool
@@ -142,7 +142,7 @@ def _destination(env: Mapping[str, str], state: str, probe_network: bool) -> Lis
     ]
     if probe_network:
         findings.append(_reachable("metrics endpoint", str(url)))
-    findings.append(_local_forwarder(state))
+    findings.extend(_local_forwarder(state, env))
     return findings
 
 
@@ -163,9 +163,10 @@ def _reachable(what: str, url: str) -> Finding:
     return Finding(OK, what, f"{parts.hostname}:{port} accepts connections")
 
 
-def _local_forwarder(state: str) -> Finding:
+def _local_forwarder(state: str, env: Mapping[str, str]) -> List[Finding]:
     address = local_forwarder.running(state)
-    waiting = _outbox_items(os.path.join(local_forwarder.directory(state), local_forwarder.OUTBOX_FILE))
+    outbox = os.path.join(local_forwarder.directory(state), local_forwarder.OUTBOX_FILE)
+    waiting, refused = _outbox_counts(outbox)
     log_path = os.path.join(local_forwarder.directory(state), local_forwarder.LOG_FILE)
     errors = _error_lines(log_path)
     described = f"{waiting} payload(s) waiting to be posted" if waiting is not None else "no outbox yet"
@@ -173,9 +174,45 @@ def _local_forwarder(state: str) -> Finding:
         text = f"running (pid {address['pid']}, {address['url']}), {described}"
     else:
         text = f"not running (it starts when there is something to send), {described}"
+    findings = [Finding(OK, "forwarder", text)]
     if errors:
-        return Finding(WARN, "forwarder", f"{text}; recent problems in {log_path}:\n" + "\n".join(errors))
-    return Finding(OK, "forwarder", text)
+        findings = [Finding(WARN, "forwarder", f"{text}; recent problems in {log_path}:\n" + "\n".join(errors))]
+    if refused:
+        count, status, answer = refused
+        python = bootstrap.venv_python(bootstrap.venv_dir(state))
+        replay = (
+            f'PYTHONPATH="{config.plugin_root(env)}" "{python}" -m otel_metrics.cli forwarder dead-letters '
+            f'--outbox "{outbox}" --replay'
+        )
+        findings.append(
+            Finding(
+                FAIL,
+                "refused",
+                f"the metrics endpoint refused {count} payload(s) for good (last: HTTP {status}: {answer}); "
+                f"fix the endpoint or the metrics URL, then send them again: {replay}",
+            )
+        )
+    return findings
+
+
+def _outbox_counts(path: str) -> Tuple[Optional[int], Optional[Tuple[int, int, str]]]:
+    """(payloads waiting, (refused for good, the last refusal's status and answer) or None), from an outbox."""
+    if not os.path.exists(path):
+        return None, None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        try:
+            waiting = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            refused = db.execute("SELECT COUNT(*), MAX(id) FROM dead_letters").fetchone()
+            if not refused[0]:
+                return waiting, None
+            last = "SELECT status, response FROM dead_letters WHERE id = ?"
+            status, answer = db.execute(last, (refused[1],)).fetchone()
+            return waiting, (int(refused[0]), int(status), str(answer)[:200])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None, None
 
 
 def _spool(state: str) -> Finding:
@@ -201,19 +238,6 @@ def _exporter(state: str) -> Finding:
     if errors:
         return Finding(WARN, "exporter", f"{text}; recent lines of {log_path}:\n" + "\n".join(errors))
     return Finding(OK, "exporter", text)
-
-
-def _outbox_items(path: str) -> Optional[int]:
-    if not os.path.exists(path):
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return None
 
 
 def _error_lines(path: str) -> List[str]:

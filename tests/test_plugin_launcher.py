@@ -148,3 +148,30 @@ def test_doctor_reads_the_users_options_and_reports_what_is_missing(tmp_path: Pa
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "FAIL  dependencies: installing them failed 2 time(s)" in out.stdout and "offline, fix X" in out.stdout
+
+
+def test_doctor_reports_payloads_the_endpoint_refused_and_how_to_send_them_again(
+    state: Path, tmp_path: Path, endpoint_server
+) -> None:
+    """The embedded default: the metrics endpoint refuses a payload (here: a URL that is not its path)."""
+    env = plain_env(state, CLAUDE_METRICS_URL=endpoint_server.url + "/no-such-base")
+    env["CLAUDE_METRICS_PYTHON"] = sys.executable  # the dependencies are the tests' own
+    del env["CLAUDE_METRICS_OTLP_ENDPOINT"]
+    run_hook(prompt_input("/jira:solve"), env)
+    outbox = state / "forwarder" / "outbox.sqlite"
+    wait_for(lambda: outbox.exists() and _dead_letters(outbox) == 1, 60)
+    out = subprocess.run(["sh", str(RUN), "doctor"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    [line] = [line for line in out.stdout.splitlines() if line.startswith("FAIL  refused:")]
+    assert "refused 1 payload(s) for good (last: HTTP 404" in line
+    assert f'-m otel_metrics.cli forwarder dead-letters --outbox "{outbox}" --replay' in line
+
+
+def _dead_letters(outbox: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(outbox) as db:
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+        except sqlite3.Error:
+            return 0
