@@ -417,8 +417,9 @@ OTLP_JSON_TRACES = {
                 "attributes": [
                     {"key": "session.id", "value": {"stringValue": "f3b1"}},
                     {"key": "plugin_usage.session.exit_reason", "value": {"stringValue": "Exit Now!"}},
+                    {"key": "plugin_usage.session.total_tool_calls", "value": {"intValue": "9"}},
                     *[{"key": f"plugin_usage.session.{key}", "value": {"intValue": "1"}} for key in (
-                        "turn_count", "user_message_count", "assistant_message_count", "total_tool_calls",
+                        "turn_count", "user_message_count", "assistant_message_count",
                         "tool_error_count", "bash_call_count", "file_read_count", "file_edit_count",
                         "file_write_count", "grep_call_count", "glob_call_count", "web_fetch_call_count",
                         "web_search_call_count")],
@@ -444,7 +445,7 @@ OTLP_JSON_SESSION_PAYLOAD = {
     "turn_count": 1,
     "user_message_count": 1,
     "assistant_message_count": 1,
-    "total_tool_calls": 1,
+    "total_tool_calls": 9,
     "tool_error_count": 1,
     "bash_call_count": 1,
     "file_read_count": 1,
