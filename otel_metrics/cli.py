@@ -129,6 +129,12 @@ def server_options(args: argparse.Namespace, names: Tuple[str, ...]) -> Dict[str
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
+def private_files() -> None:
+    """What a server writes (databases and their journals, lock and address files, their
+    directories) is readable by its owner only, whatever umask it was started with."""
+    os.umask(0o077)
+
+
 def positive_number(text: str) -> float:
     try:
         value = float(text)
@@ -160,6 +166,7 @@ def run_forwarder(args: argparse.Namespace) -> int:
     from .forwarder.telemetry import PrometheusUnavailable, enabled
 
     _configure_logging(args.verbose)
+    private_files()
     log = logging.getLogger("otel_metrics.forwarder")
     metrics_url = _metrics_url(args)
     outbox = _outbox_path(args)
@@ -203,6 +210,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
     from .forwarder import dead_letters
     from .forwarder.outbox import DeadLetters
 
+    private_files()  # the outbox's journal files, made anew when no forwarder runs
     outbox = _outbox_path(args)
     if not os.path.exists(outbox):
         print(f"0 dead letters: no outbox at {outbox}")
@@ -239,6 +247,7 @@ def run_endpoint(args: argparse.Namespace) -> int:
     from .store import StoreError
 
     _configure_logging(args.verbose)
+    private_files()
     host, port = args.listen
     try:
         endpoint = Endpoint(
