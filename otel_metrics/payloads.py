@@ -24,6 +24,7 @@ from .model import COUNT_KEYS, ENGINE, EVENT_KINDS, OS_NAMES, TOKEN_KEYS, Event,
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_TIMESTAMP_FIELDS = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19))  # year, month, day, hour, minute, second
 _EXIT_REASON = re.compile(rf"[a-z][a-z0-9_]{{0,{limits.EXIT_REASON_MAX_CHARS - 1}}}")
 _MAC = re.compile(r"[0-9a-f]{64}")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -289,8 +290,8 @@ def _check_timestamp(errors: List[str], payload: Dict[str, Any], key: str, now: 
     value = payload[key]
     moment = None
     if isinstance(value, str) and _TIMESTAMP.fullmatch(value):
-        try:
-            moment = datetime.datetime.strptime(value, TIMESTAMP_FORMAT)
+        try:  # the fields by position (strptime is ten times slower); datetime checks their ranges
+            moment = datetime.datetime(*(int(value[a:b]) for a, b in _TIMESTAMP_FIELDS))
         except ValueError:
             pass
     if moment is None:
