@@ -409,7 +409,7 @@ class _Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         elif expect and expect != "100-continue":
-            raise HttpError(417, f"cannot meet the expectation {expect!r}")
+            raise HttpError(417, f"cannot meet the expectation {expect[:40]!r}")
         return True
 
     def _framing(self, head: _Head) -> _Body:
@@ -420,7 +420,7 @@ class _Connection(asyncio.Protocol):
             if self.server.lengths_only:
                 raise HttpError(411, "a Content-Length is required", close=True)
             if coding.strip().lower() != "chunked":
-                raise HttpError(501, f"unsupported Transfer-Encoding {coding!r}", close=True)
+                raise HttpError(501, f"unsupported Transfer-Encoding {coding[:40]!r}", close=True)
             if length is not None:  # both: the length is not to be trusted, nor the connection
                 self.head = head._replace(keep_alive=False)
             return _Chunked(self.server.max_body_bytes)

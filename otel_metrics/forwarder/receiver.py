@@ -237,7 +237,7 @@ def _decompress(body: bytes, content_encoding: Optional[str], limit: int) -> byt
     if coding == "identity":
         return body
     if coding != "gzip":
-        raise HttpError(415, f"unsupported Content-Encoding {coding!r}; use gzip or none")
+        raise HttpError(415, f"unsupported Content-Encoding {coding[:40]!r}; use gzip or none")
     try:
         return _gunzip(body, limit)
     except zlib.error as error:
