@@ -35,7 +35,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "collector"
 
 from collector_harness import BASE_CONFIG, BINARY, CollectorProcess  # noqa: E402
 from collector_throughput import request_bodies  # noqa: E402
-from servers import ForwarderProcess, ServerProcess, wait_for  # noqa: E402
+from servers import ForwarderProcess, ServerProcess, cpu_seconds, peak_rss_mb, wait_for  # noqa: E402
 
 from otel_metrics.forwarder.http_client import Connection, target_for  # noqa: E402
 
@@ -138,21 +138,6 @@ def answered(sink_url: str) -> Dict[str, float]:
 def percentile(values: List[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Run:

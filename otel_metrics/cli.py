@@ -91,6 +91,7 @@ def add_forwarder(commands: Any) -> None:
     parser.add_argument(
         "--shutdown-timeout", type=float, default=10.0, help="seconds the POSTs in flight get at SIGTERM (%(default)s)"
     )
+    add_connection_limits(parser)
     parser.add_argument("--prometheus", action="store_true", help="serve the forwarder's own metrics at GET /metrics")
     parser.add_argument(
         "--telemetry-otlp", metavar="URL", help="export the forwarder's own metrics by OTLP/HTTP to URL"
@@ -108,6 +109,30 @@ def add_forwarder(commands: Any) -> None:
     dead.add_argument("--replay", action="store_true", help="post them again; those accepted leave the list")
     dead.add_argument("--json", action="store_true", help="one JSON object per line, payload included")
     dead.set_defaults(run=run_dead_letters)
+
+
+def add_connection_limits(parser: argparse.ArgumentParser) -> None:
+    """The HTTP server's bounds (otel_metrics/http_server.py), for the forwarder and the endpoint alike."""
+    parser.add_argument(
+        "--max-connections", type=positive_int, help="open connections at most; more close the idlest (512)"
+    )
+    parser.add_argument(
+        "--request-timeout",
+        dest="request_seconds",
+        type=positive_number,
+        help="seconds a request may take to arrive, from its first byte to its last (30)",
+    )
+
+
+def server_options(args: argparse.Namespace, names: Tuple[str, ...]) -> Dict[str, Any]:
+    """The tuning options given on the command line (unset ones keep the server's own defaults)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def private_files() -> None:
+    """What a server writes (databases and their journals, lock and address files, their
+    directories) is readable by its owner only, whatever umask it was started with."""
+    os.umask(0o077)
 
 
 def positive_number(text: str) -> float:
@@ -141,11 +166,12 @@ def run_forwarder(args: argparse.Namespace) -> int:
     from .forwarder.telemetry import PrometheusUnavailable, enabled
 
     _configure_logging(args.verbose)
+    private_files()
     log = logging.getLogger("otel_metrics.forwarder")
     metrics_url = _metrics_url(args)
     outbox = _outbox_path(args)
     tuning = ("max_body_bytes", "max_outbox_items", "workers", "timeout", "retry_initial", "retry_max")
-    options = {name: getattr(args, name) for name in tuning if getattr(args, name) is not None}
+    options = server_options(args, (*tuning, "max_connections", "request_seconds"))
     host, port = args.listen
     try:
         if args.prometheus or args.telemetry_otlp:
@@ -184,6 +210,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
     from .forwarder import dead_letters
     from .forwarder.outbox import DeadLetters
 
+    private_files()  # the outbox's journal files, made anew when no forwarder runs
     outbox = _outbox_path(args)
     if not os.path.exists(outbox):
         print(f"0 dead letters: no outbox at {outbox}")
@@ -210,6 +237,7 @@ def add_endpoint(commands: Any) -> None:
         "--listen", type=listen_address, default=config.DEFAULT_ENDPOINT_LISTEN, help="HOST:PORT (%(default)s)"
     )
     parser.add_argument("--db", default=None, help=DB_HELP)
+    add_connection_limits(parser)
     parser.add_argument("--verbose", action="store_true", help=f"debug logging (also ${config.ENV_VERBOSE})")
     parser.set_defaults(run=run_endpoint)
 
@@ -219,9 +247,12 @@ def run_endpoint(args: argparse.Namespace) -> int:
     from .store import StoreError
 
     _configure_logging(args.verbose)
+    private_files()
     host, port = args.listen
     try:
-        endpoint = Endpoint(host, port, endpoint_db(args.db))
+        endpoint = Endpoint(
+            host, port, endpoint_db(args.db), **server_options(args, ("max_connections", "request_seconds"))
+        )
     except (StoreError, ValueError) as error:
         print(f"otel-metrics endpoint: {error}", file=sys.stderr)
         return 2

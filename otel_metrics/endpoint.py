@@ -1,35 +1,43 @@
 """The reference endpoint: /events and /sessions as the production endpoint should serve them.
 
-POST validates the key set, the types and the MAC (payloads.py) and stores the
-exact JSON received (store/: SQLite by default, or PostgreSQL); GET returns what was
-stored, in arrival order. When the database fails, the answer is 503, which the
-forwarder retries. GET /metrics gives the stored sessions' aggregates (tool calls,
-tokens, errors) as Prometheus counters, for dashboards on a stock Prometheus and
-Grafana. Used by the demo, the tests and docker-compose.
+POST parses the body strictly (strict_json: no duplicate keys, no lone surrogates,
+bounded nesting), validates the key set, the types, the MAC and plausibility
+(payloads.py), and stores exactly the payload it validated, in its canonical text
+(store/: SQLite by default, or PostgreSQL); anything else is answered 400 with
+what is wrong. GET returns what was stored, in arrival order. When the database
+fails, the answer is 503, which the forwarder retries. GET /metrics gives the
+stored sessions' aggregates (tool calls, tokens, errors) as Prometheus counters,
+for dashboards on a stock Prometheus and Grafana. Served by http_server.py, as
+the forwarder is. Used by the demo, the tests and docker-compose.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
-import socketserver
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List
-from urllib.parse import urlsplit
 
-from .payloads import validate_event_payload, validate_session_payload
+from . import limits, strict_json
+from .http_server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_SECONDS,
+    HttpError,
+    HttpServer,
+    Request,
+    Response,
+)
+from .payloads import canonical_text, validate_event_payload, validate_session_payload
 from .store import PayloadStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
-SHUTDOWN_POLL_SECONDS = 0.1  # how long stop() may wait for the accept loop to notice
+MAX_BODY_BYTES = limits.PAYLOAD_MAX_BYTES
 VALIDATORS: Dict[str, Callable[[object], List[str]]] = {
     "/events": validate_event_payload,
     "/sessions": validate_session_payload,
 }
+# The endpoint's words for the errors the HTTP server answers itself.
+SERVER_ERRORS = {411: "a Content-Length is required", 413: f"body over {MAX_BODY_BYTES} bytes"}
 
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -74,126 +82,96 @@ def exposition(store: PayloadStore) -> str:
     return "\n".join(lines) + "\n"
 
 
-class EndpointServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, host: str, port: int, store: PayloadStore) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.store = store
-        super().__init__((host, port), EndpointHandler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # without HTTPServer's getfqdn(): slow without DNS
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-class EndpointHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so the forwarder's connection reuse is real
-    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
-    server_version = "otel-metrics-endpoint"
-    timeout = 60
-    server: EndpointServer
-
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        validate = VALIDATORS.get(path)
-        length_text = self.headers.get("Content-Length", "")
-        if not (length_text.isascii() and length_text.isdigit()):
-            self.close_connection = True  # the body's end is unknown
-            self._reply(411, {"error": "a Content-Length is required"})
-            return
-        length = int(length_text)
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._reply(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-            return
-        raw = self.rfile.read(length)
-        if validate is None:
-            self._reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
-            return
-        try:
-            text = raw.decode("utf-8")
-            payload = json.loads(text)
-        except ValueError as error:
-            self._reply(400, {"error": f"body is not UTF-8 JSON: {error}"})
-            return
-        problems = validate(payload)
-        if problems:
-            log.warning("refused a payload for %s: %s", path, "; ".join(problems))
-            self._reply(400, {"error": "invalid payload", "problems": problems})
-            return
-        try:
-            self.server.store.add(path[1:], text, payload)
-        except StoreError as error:
-            log.error("could not store a payload for %s: %s", path, error)
-            self._reply(503, {"error": "the database is unavailable; retry later"})
-            return
-        self._reply(200, {"status": "stored"})
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            self._metrics()
-            return
-        if path not in VALIDATORS:
-            self._reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
-            return
-        # The stored texts verbatim: exactly what was received.
-        try:
-            body = "[" + ",".join(self.server.store.bodies(path[1:])) + "]"
-        except StoreError as error:
-            log.error("could not list %s: %s", path, error)
-            self._reply(503, {"error": "the database is unavailable; retry later"})
-            return
-        self._send(200, body.encode("utf-8"))
-
-    def _metrics(self) -> None:
-        try:
-            text = exposition(self.server.store)
-        except StoreError as error:
-            log.error("could not sum the stored sessions: %s", error)
-            self._reply(503, {"error": "the database is unavailable; retry later"})
-            return
-        self._send(200, text.encode("utf-8"), PROMETHEUS_TEXT)
-
-    def _reply(self, status_code: int, document: Any) -> None:
-        self._send(status_code, json.dumps(document).encode("utf-8"))
-
-    def _send(self, status_code: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status_code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
 class Endpoint:
     """Server + store; start() returns once it is listening."""
 
-    def __init__(self, host: str, port: int, db_url: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db_url: str,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_seconds: float = DEFAULT_REQUEST_SECONDS,
+    ) -> None:
         self.store = open_store(db_url)
         try:
-            self.server = EndpointServer(host, port, self.store)
+            self.server = HttpServer(
+                host,
+                port,
+                self.handle,
+                name="otel-metrics-endpoint",
+                max_body_bytes=MAX_BODY_BYTES,
+                error_page=error_page,
+                max_connections=max_connections,
+                request_seconds=request_seconds,
+                lengths_only=True,
+            )
         except OSError:
             self.store.close()
             raise
-        self._serving = threading.Thread(
-            target=self.server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,), name="endpoint", daemon=True
-        )
 
     @property
     def address(self) -> tuple:
-        return self.server.server_address[:2]
+        return self.server.address
 
     def start(self) -> None:
-        self._serving.start()
+        self.server.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         self.store.close()
+
+    # Answers (on the server's handler threads).
+
+    def handle(self, request: Request) -> Response:
+        if request.method == "POST":
+            return self._post(request)
+        if request.method == "GET":
+            return self._get(request.path)
+        return _reply(405, {"error": f"{request.method} is not served here; use GET or POST"})
+
+    def _post(self, request: Request) -> Response:
+        path = request.path
+        validate = VALIDATORS.get(path)
+        if validate is None:
+            return _reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
+        try:
+            payload = strict_json.loads(request.body)
+        except ValueError as error:
+            return _reply(400, {"error": f"body is not UTF-8 JSON: {error}"})
+        problems = validate(payload)
+        if problems:
+            log.warning("refused a payload for %s: %s", path, "; ".join(problems))
+            return _reply(400, {"error": "invalid payload", "problems": problems})
+        try:
+            # What was validated, not the text received: a reader of the text sees what was checked.
+            self.store.add(path[1:], canonical_text(payload), payload)
+        except StoreError as error:
+            log.error("could not store a payload for %s: %s", path, error)
+            return _reply(503, {"error": "the database is unavailable; retry later"})
+        return _reply(200, {"status": "stored"})
+
+    def _get(self, path: str) -> Response:
+        if path == "/metrics":
+            try:
+                text = exposition(self.store)
+            except StoreError as error:
+                log.error("could not sum the stored sessions: %s", error)
+                return _reply(503, {"error": "the database is unavailable; retry later"})
+            return Response(200, text.encode("utf-8"), PROMETHEUS_TEXT)
+        if path not in VALIDATORS:
+            return _reply(404, {"error": f"no such endpoint {path}; use /events or /sessions"})
+        try:
+            body = "[" + ",".join(self.store.bodies(path[1:])) + "]"
+        except StoreError as error:
+            log.error("could not list %s: %s", path, error)
+            return _reply(503, {"error": "the database is unavailable; retry later"})
+        return Response(200, body.encode("utf-8"), "application/json")
+
+
+def error_page(request: Request, error: HttpError) -> Response:
+    return _reply(error.status, {"error": SERVER_ERRORS.get(error.status, str(error))}, error.close)
+
+
+def _reply(status: int, document: Any, close: bool = False) -> Response:
+    return Response(status, json.dumps(document).encode("utf-8"), "application/json", close=close)

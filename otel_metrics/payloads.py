@@ -2,21 +2,30 @@
 
 The forwarder builds payloads here and checks them with the same validators the
 reference endpoint uses, so it never queues what the endpoint would refuse.
+Validation is the contract's shape (keys, types, the MAC) and its plausibility
+(limits.py): bounded identifiers, times from 2020 to a day ahead of the
+validating server's clock, sessions of at most a year, bounded counts, and
+per-tool counts that fit in the total.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import hashlib
+import json
 import re
+import time
 from typing import Any, Dict, List, Optional
 
+from . import limits
 from .events import is_command_name
 from .model import COUNT_KEYS, ENGINE, EVENT_KINDS, OS_NAMES, TOKEN_KEYS, Event, Session
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
-_EXIT_REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_TIMESTAMP_FIELDS = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19))  # year, month, day, hour, minute, second
+_EXIT_REASON = re.compile(rf"[a-z][a-z0-9_]{{0,{limits.EXIT_REASON_MAX_CHARS - 1}}}")
 _MAC = re.compile(r"[0-9a-f]{64}")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 NS_PER_SECOND = 1_000_000_000
@@ -30,6 +39,17 @@ SESSION_KEYS = (
     + ("had_errors",)
 )
 SESSION_OPTIONAL_KEYS = TOKEN_KEYS  # present only when greater than zero
+# The tools counted one by one; total_tool_calls counts them and every other tool.
+TOOL_COUNT_KEYS = (
+    "bash_call_count",
+    "file_read_count",
+    "file_edit_count",
+    "file_write_count",
+    "grep_call_count",
+    "glob_call_count",
+    "web_fetch_call_count",
+    "web_search_call_count",
+)
 
 
 def mac(session_id: str, timestamp: str) -> str:
@@ -96,10 +116,11 @@ def session_payload(session: Session) -> Dict[str, Any]:
     return payload
 
 
-# Validation: a list of problems, empty when the payload is acceptable.
+# Validation: a list of problems, empty when the payload is acceptable. `now` (unix
+# seconds, default the clock) is what "in the future" is measured against.
 
 
-def validate_event_payload(payload: object) -> List[str]:
+def validate_event_payload(payload: object, now: Optional[float] = None) -> List[str]:
     if not isinstance(payload, dict):
         return [f"payload must be a JSON object, not {_json_type(payload)}"]
     errors = _key_set_errors(payload, set(EVENT_KEYS), set())
@@ -107,32 +128,36 @@ def validate_event_payload(payload: object) -> List[str]:
     name = payload.get("name")
     if "name" in payload and not (isinstance(name, str) and is_command_name(name)):
         errors.append("name must be a command or skill name like 'jira:solve'")
+    elif isinstance(name, str) and len(name) > limits.NAME_MAX_CHARS:
+        errors.append(f"name must be at most {limits.NAME_MAX_CHARS} characters")
     _check_enum(errors, payload, "engine", (ENGINE,))
-    _check_nonempty_string(errors, payload, "version")
-    _check_timestamp(errors, payload, "timestamp")
-    _check_nonempty_string(errors, payload, "session_id")
+    _check_nonempty_string(errors, payload, "version", limits.VERSION_MAX_CHARS)
+    _check_timestamp(errors, payload, "timestamp", now)
+    _check_identifier(errors, payload, "session_id")
     _check_user_id(errors, payload)
     _check_enum(errors, payload, "os", OS_NAMES)
-    _check_int(errors, payload, "prompt_length", minimum=0)
+    _check_int(errors, payload, "prompt_length", minimum=0, maximum=limits.PROMPT_LENGTH_MAX)
     _check_mac(errors, payload, "timestamp")
     return errors
 
 
-def validate_session_payload(payload: object) -> List[str]:
+def validate_session_payload(payload: object, now: Optional[float] = None) -> List[str]:
     if not isinstance(payload, dict):
         return [f"payload must be a JSON object, not {_json_type(payload)}"]
     errors = _key_set_errors(payload, set(SESSION_KEYS), set(SESSION_OPTIONAL_KEYS))
-    _check_nonempty_string(errors, payload, "session_id")
+    _check_identifier(errors, payload, "session_id")
     _check_user_id(errors, payload)
     _check_enum(errors, payload, "os", OS_NAMES)
     _check_enum(errors, payload, "engine", (ENGINE,))
-    start = _check_timestamp(errors, payload, "start_timestamp")
-    end = _check_timestamp(errors, payload, "end_timestamp")
+    start = _check_timestamp(errors, payload, "start_timestamp", now)
+    end = _check_timestamp(errors, payload, "end_timestamp", now)
     duration = _check_int(errors, payload, "session_duration", minimum=0)
     if start is not None and end is not None:
-        span = int((end - start).total_seconds())
+        span = end - start
         if span < 0:
             errors.append("end_timestamp is before start_timestamp")
+        elif span > limits.SESSION_MAX_SECONDS:
+            errors.append(f"the session lasts {span} s, more than {limits.SESSION_MAX_SECONDS} s")
         elif duration is not None and not span - 1 <= duration <= span:
             # Timestamps drop their fractions, the duration is taken before that.
             errors.append(f"session_duration {duration} does not match the timestamps ({span} s apart)")
@@ -140,10 +165,15 @@ def validate_session_payload(payload: object) -> List[str]:
     if "exit_reason" in payload and normalize_exit_reason(reason) != reason:
         errors.append("exit_reason must be a short lowercase identifier (a-z, 0-9, _)")
     _check_mac(errors, payload, "start_timestamp")
-    for key in SESSION_COUNT_KEYS:
-        _check_int(errors, payload, key, minimum=0)
+    counts = {key: _check_int(errors, payload, key, minimum=0, maximum=limits.COUNT_MAX) for key in SESSION_COUNT_KEYS}
     for key in SESSION_OPTIONAL_KEYS:
-        _check_int(errors, payload, key, minimum=1)  # zero is sent by leaving the key out
+        _check_int(errors, payload, key, minimum=1, maximum=limits.TOKENS_MAX)  # zero is sent by leaving the key out
+    tools = [counts[key] for key in TOOL_COUNT_KEYS]
+    total = counts["total_tool_calls"]
+    if total is not None and all(count is not None for count in tools):
+        tool_sum = sum(count or 0 for count in tools)
+        if tool_sum > total:
+            errors.append(f"the per-tool counts add up to {tool_sum}, more than total_tool_calls ({total})")
     had_errors = payload.get("had_errors")
     if "had_errors" in payload:
         if not isinstance(had_errors, bool):
@@ -153,6 +183,16 @@ def validate_session_payload(payload: object) -> List[str]:
             if _is_int(tool_errors) and had_errors != (tool_errors > 0):
                 errors.append("had_errors must be true exactly when tool_error_count > 0")
     return errors
+
+
+def payload_text(payload: Dict[str, Any]) -> str:
+    """The JSON text POSTed to the endpoint: the seed's key order, ASCII."""
+    return json.dumps(payload)
+
+
+def canonical_text(payload: Dict[str, Any]) -> str:
+    """The one JSON text of a validated payload, as the endpoint stores it: keys sorted, no spaces, ASCII."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 def _key_set_errors(payload: Dict[str, Any], required: set, optional: set) -> List[str]:
@@ -184,7 +224,9 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
 
 
-def _check_int(errors: List[str], payload: Dict[str, Any], key: str, minimum: int) -> Optional[int]:
+def _check_int(
+    errors: List[str], payload: Dict[str, Any], key: str, minimum: int, maximum: Optional[int] = None
+) -> Optional[int]:
     if key not in payload:
         return None
     value = payload[key]
@@ -194,18 +236,46 @@ def _check_int(errors: List[str], payload: Dict[str, Any], key: str, minimum: in
     if value < minimum:
         errors.append(f"{key} must be >= {minimum}")
         return None
+    if maximum is not None and value > maximum:
+        errors.append(f"{key} must be <= {maximum}")
+        return None
     return value
 
 
-def _check_nonempty_string(errors: List[str], payload: Dict[str, Any], key: str) -> None:
-    if key in payload and not (isinstance(payload[key], str) and payload[key]):
+def _check_nonempty_string(errors: List[str], payload: Dict[str, Any], key: str, max_chars: int) -> None:
+    value = payload.get(key)
+    if key not in payload:
+        return
+    if not (isinstance(value, str) and value):
         errors.append(f"{key} must be a non-empty string")
+    elif len(value) > max_chars:
+        errors.append(f"{key} must be at most {max_chars} characters")
+
+
+def _identifier_problem(key: str, value: object) -> Optional[str]:
+    """Identifiers (session and user ids) are 1..SESSION_ID_MAX_CHARS printable ASCII characters, no space."""
+    if not (isinstance(value, str) and value):
+        return f"{key} must be a non-empty string"
+    if len(value) > limits.SESSION_ID_MAX_CHARS:
+        return f"{key} must be at most {limits.SESSION_ID_MAX_CHARS} characters"
+    if not limits.SESSION_ID_CHARACTERS.issuperset(value):
+        return f"{key} must be printable ASCII without spaces"
+    return None
+
+
+def _check_identifier(errors: List[str], payload: Dict[str, Any], key: str) -> None:
+    problem = _identifier_problem(key, payload[key]) if key in payload else None
+    if problem:
+        errors.append(problem)
 
 
 def _check_user_id(errors: List[str], payload: Dict[str, Any]) -> None:
     value = payload.get("user_id")
-    if "user_id" in payload and value is not None and not (isinstance(value, str) and value):
-        errors.append("user_id must be a non-empty string or null")
+    if "user_id" not in payload or value is None:
+        return
+    problem = _identifier_problem("user_id", value)
+    if problem:
+        errors.append(problem + " or null")
 
 
 def _check_enum(errors: List[str], payload: Dict[str, Any], key: str, allowed: tuple) -> None:
@@ -213,17 +283,29 @@ def _check_enum(errors: List[str], payload: Dict[str, Any], key: str, allowed: t
         errors.append(f"{key} must be one of: " + ", ".join(allowed))
 
 
-def _check_timestamp(errors: List[str], payload: Dict[str, Any], key: str) -> Optional[datetime.datetime]:
+def _check_timestamp(errors: List[str], payload: Dict[str, Any], key: str, now: Optional[float]) -> Optional[int]:
+    """The time in unix seconds, when well formed and plausible."""
     if key not in payload:
         return None
     value = payload[key]
+    moment = None
     if isinstance(value, str) and _TIMESTAMP.fullmatch(value):
-        try:
-            return datetime.datetime.strptime(value, TIMESTAMP_FORMAT)
+        try:  # the fields by position (strptime is ten times slower); datetime checks their ranges
+            moment = datetime.datetime(*(int(value[a:b]) for a, b in _TIMESTAMP_FIELDS))
         except ValueError:
             pass
-    errors.append(f"{key} must be a UTC time formatted YYYY-MM-DDTHH:MM:SSZ")
-    return None
+    if moment is None:
+        errors.append(f"{key} must be a UTC time formatted YYYY-MM-DDTHH:MM:SSZ")
+        return None
+    seconds = calendar.timegm(moment.timetuple())
+    latest = (time.time() if now is None else now) + limits.FUTURE_SLACK_SECONDS
+    if not limits.EARLIEST_TIMESTAMP <= seconds <= latest:
+        errors.append(
+            f"{key} must be from {format_timestamp(limits.EARLIEST_TIMESTAMP)} to "
+            f"{limits.FUTURE_SLACK_SECONDS} s after this server's clock ({format_timestamp(int(latest))})"
+        )
+        return None
+    return seconds
 
 
 def _check_mac(errors: List[str], payload: Dict[str, Any], timestamp_key: str) -> None:
@@ -234,5 +316,7 @@ def _check_mac(errors: List[str], payload: Dict[str, Any], timestamp_key: str) -
         errors.append("mac must be 64 lowercase hex digits (sha256)")
         return
     session_id, timestamp = payload.get("session_id"), payload.get(timestamp_key)
-    if isinstance(session_id, str) and isinstance(timestamp, str) and value != mac(session_id, timestamp):
+    if _identifier_problem("session_id", session_id) is not None:
+        return  # reported already; and a lone surrogate has no UTF-8 to hash
+    if isinstance(timestamp, str) and value != mac(session_id, timestamp):
         errors.append(f"mac is not sha256(session_id + {timestamp_key})")

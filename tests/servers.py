@@ -1,4 +1,6 @@
-"""Real processes on loopback: the reference endpoint, the forwarder, PostgreSQL; `wait_for`, `free_ports`.
+"""Real processes on loopback: the reference endpoint, the forwarder, PostgreSQL; `wait_for`, `free_ports`;
+and what tests do to servers from outside: raw connections, simultaneous ones, slow ones, and the
+processes' CPU time and peak memory.
 
 The fixtures that start and stop them are in conftest.py (endpoint_server, forwarder_server,
 postgres_url).
@@ -9,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -18,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
 import pytest
 import requests
@@ -130,6 +133,7 @@ class ServerProcess:
     def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None, script: str = "") -> None:
         self.args = list(args)
         self.env = env
+        self.umask = -1  # the process's umask, or -1: this one's
         self.program = [script] if script else ["-m", "otel_metrics.cli"]
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
@@ -148,10 +152,11 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            umask=self.umask,
         )
         self._reader = threading.Thread(target=self._read_stderr, args=(self.proc, ready), daemon=True)
         self._reader.start()
-        if not ready.wait(START_SECONDS):
+        if not ready.wait(START_SECONDS) or not self.url:
             self.stop()
             raise AssertionError(f"{self.args[0]} did not start:\n{self.log()}")
         return self
@@ -180,9 +185,9 @@ class ServerProcess:
 class EndpointProcess(ServerProcess):
     """`otel-metrics endpoint`: .events() and .sessions() list what it accepted, in arrival order."""
 
-    def __init__(self, db: Union[Path, str]) -> None:
+    def __init__(self, db: Union[Path, str], args: Sequence[str] = ()) -> None:
         """db: a SQLite file, or any --db URL (postgresql://...)."""
-        super().__init__(["endpoint", "--listen", "127.0.0.1:0", "--db", str(db)])
+        super().__init__(["endpoint", "--listen", "127.0.0.1:0", "--db", str(db), *args])
         self._http = requests.Session()
         self._http.trust_env = False  # tests may set proxy variables; this is loopback
 
@@ -376,3 +381,158 @@ class PostgresServer:
     def stop(self) -> None:
         self.stop_server()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# What a process costs.
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# Raw connections: what no well-behaved client sends.
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return received
+            received += data
+    except ConnectionResetError:
+        return received
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send bytes on a new connection, read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock, timeout)
+
+
+def connect_all_while_stopped(
+    proc: subprocess.Popen, port: int, count: int, seconds: float = 2.0
+) -> List[socket.socket]:
+    """Open `count` connections while the server process is stopped (SIGSTOP), so that none is
+    accepted and each must wait in its listen backlog; the connections whose handshake completed.
+
+    Beyond the backlog the kernel drops the SYNs (the client retries after 1 s, 3 s...), so those
+    stay unconnected for `seconds`. The process is resumed before returning; the caller closes them.
+    """
+    sockets = []
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            sockets.append(sock)
+        connected: List[socket.socket] = []
+        pending = list(sockets)
+        deadline = time.monotonic() + seconds
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], pending, [], max(0.0, deadline - time.monotonic()))
+            for sock in writable:
+                pending.remove(sock)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    connected.append(sock)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    for sock in sockets:
+        if sock not in connected:
+            sock.close()
+    return connected
+
+
+def answers_on(sockets: List[socket.socket], requests: List[bytes], timeout: float = 30.0) -> List[bytes]:
+    """Send each connection its request (with `Connection: close`), all at once; each one's answer."""
+    for sock, request in zip(sockets, requests):
+        sock.setblocking(True)
+        sock.sendall(request)
+    results: List[bytes] = [b""] * len(sockets)
+
+    def read(index: int) -> None:
+        results[index] = read_until_closed(sockets[index], timeout)
+
+    readers = [threading.Thread(target=read, args=(index,)) for index in range(len(sockets))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    return results
+
+
+class Tricklers:
+    """Connections that send a request head one byte at a time, every `interval` seconds, forever:
+    each read arrives well within any per-read timeout. .open() says how many the server has not
+    closed; .answers holds what the server sent on each before closing it."""
+
+    HEAD = b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nX-Slow: "
+
+    def __init__(self, port: int, count: int, interval: float = 0.3) -> None:
+        self.interval = interval
+        self.sockets: List[socket.socket] = []
+        self.answers: Dict[socket.socket, bytes] = {}
+        self.closed: Set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(self.HEAD)
+            self.sockets.append(sock)
+            self._check(sock)
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+        self._thread.start()
+
+    def open(self) -> int:
+        with self._lock:
+            for sock in self.sockets:
+                self._check(sock)
+            return len(self.sockets) - len(self.closed)
+
+    def _check(self, sock: socket.socket) -> None:
+        if sock in self.closed:
+            return
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        self.answers[sock] = self.answers.get(sock, b"") + data
+        if not data:
+            self.closed.add(sock)
+
+    def _trickle(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                for sock in self.sockets:
+                    if sock in self.closed:
+                        continue
+                    try:
+                        sock.send(b"x")
+                    except OSError:
+                        self.closed.add(sock)
+                    self._check(sock)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for sock in self.sockets:
+            sock.close()

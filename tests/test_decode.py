@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -45,11 +44,11 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from otel_metrics import schema
+from otel_metrics import limits, schema
 from otel_metrics.emit import events_to_metrics, sessions_to_spans
 from otel_metrics.forwarder.decode import JSON, PROTOBUF, events_from_metrics, parse, sessions_from_traces
 from otel_metrics.forwarder.outbox import Outbox
-from otel_metrics.forwarder.receiver import OtlpServer
+from otel_metrics.forwarder.receiver import OtlpReceiver
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import event_payload, session_payload
 
@@ -328,10 +327,9 @@ def test_session_to_otlp_to_session_is_the_identity(sent: List[Session], encodin
 class Receiver:
     def __init__(self, directory: Path, max_body_bytes: int, max_items: int) -> None:
         self.outbox = Outbox(str(directory / "outbox.sqlite"), max_items=max_items)
-        self.server = OtlpServer("127.0.0.1", 0, self.outbox, max_body_bytes)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self.server = OtlpReceiver("127.0.0.1", 0, self.outbox, max_body_bytes)
+        self.url = f"http://127.0.0.1:{self.server.address[1]}"
+        self.server.start()
         self.http = requests.Session()
         self.http.trust_env = False
 
@@ -344,8 +342,7 @@ class Receiver:
 
     def close(self) -> None:
         self.http.close()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         self.outbox.close()
 
 
@@ -417,8 +414,9 @@ OTLP_JSON_TRACES = {
                 "attributes": [
                     {"key": "session.id", "value": {"stringValue": "f3b1"}},
                     {"key": "plugin_usage.session.exit_reason", "value": {"stringValue": "Exit Now!"}},
+                    {"key": "plugin_usage.session.total_tool_calls", "value": {"intValue": "9"}},
                     *[{"key": f"plugin_usage.session.{key}", "value": {"intValue": "1"}} for key in (
-                        "turn_count", "user_message_count", "assistant_message_count", "total_tool_calls",
+                        "turn_count", "user_message_count", "assistant_message_count",
                         "tool_error_count", "bash_call_count", "file_read_count", "file_edit_count",
                         "file_write_count", "grep_call_count", "glob_call_count", "web_fetch_call_count",
                         "web_search_call_count")],
@@ -444,7 +442,7 @@ OTLP_JSON_SESSION_PAYLOAD = {
     "turn_count": 1,
     "user_message_count": 1,
     "assistant_message_count": 1,
-    "total_tool_calls": 1,
+    "total_tool_calls": 9,
     "tool_error_count": 1,
     "bash_call_count": 1,
     "file_read_count": 1,
@@ -619,3 +617,71 @@ def test_a_request_larger_than_the_bound_is_taken_into_an_empty_outbox(
     receiver = start_receiver(max_items=2)
     assert receiver.post("/v1/metrics", METRICS.SerializeToString(), PROTOBUF_TYPE).status_code == 200
     assert receiver.queued() == EVENT_PAYLOADS
+
+
+# Bounds: what one request may cost.
+
+
+def test_a_point_stands_for_at_most_the_events_of_one_export() -> None:
+    """A hook fires once per event, and an exporter sends at most limits.EVENTS_PER_EXPORT at a time."""
+    decoded = events_from_metrics(metrics_request(event_metric(point(COMMAND, 500), point(SKILL, 501),
+                                                               point(SKILL, 2**62))))  # fmt: skip
+    assert decoded.event_count == 500
+    assert decoded.events == [COMMAND_EVENT] * 500
+    assert decoded.errors == [
+        "plugin_usage.events data point 1: the value 501 is more events than one export holds (500)",
+        "plugin_usage.events data point 2: the value 4611686018427387904 is more events than one export holds (500)",
+    ]
+
+
+def test_a_request_is_bounded_before_its_points_become_payloads(receiver: Receiver) -> None:
+    points = [point(with_(COMMAND, schema.SESSION_ID, f"s{n}"), 500) for n in range(201)]
+    response = receiver.post("/v1/metrics", metrics_request(event_metric(*points)).SerializeToString(), PROTOBUF_TYPE)
+    assert (response.status_code, status_of(response)) == (
+        413,
+        Status(code=8, message="the request holds 100500 payloads, more than 100000; send smaller batches"),
+    )
+    assert receiver.queued() == []
+
+
+def test_identical_payloads_are_queued_as_many_rows(receiver: Receiver) -> None:
+    body = metrics_request(event_metric(point(COMMAND, 300), point(SKILL, 2))).SerializeToString()
+    assert receiver.post("/v1/metrics", body, PROTOBUF_TYPE).status_code == 200
+    queued = receiver.queued()
+    assert queued == [("events", event_payload(COMMAND_EVENT))] * 300 + [("events", event_payload(SKILL_EVENT))] * 2
+    assert len({item.id for item in receiver.outbox.oldest(1000)}) == 302
+
+
+def test_gzip_members_are_bounded(receiver: Receiver) -> None:
+    raw = METRICS.SerializeToString()
+    within = gzip.compress(raw[:10]) + gzip.compress(raw[10:]) + gzip.compress(b"") * 62
+    assert receiver.post("/v1/metrics", within, PROTOBUF_TYPE, Content_Encoding="gzip").status_code == 200
+    beyond = within + gzip.compress(b"")
+    response = receiver.post("/v1/metrics", beyond, PROTOBUF_TYPE, Content_Encoding="gzip")
+    assert (response.status_code, status_of(response).message) == (400, "the gzip body has more than 64 members")
+    assert receiver.queued() == EVENT_PAYLOADS
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ('{"resourceMetrics": [], "resourceMetrics": []}', "duplicate key 'resourceMetrics'"),
+        ('{"resourceMetrics": [{"scopeMetrics": NaN}]}', "NaN is not JSON"),
+        ('{"resourceMetrics": ' + "[" * 5000 + "]" * 5000 + "}", "the JSON is nested too deeply"),
+        ('{"x": ' + "1" * 50_000 + "}", "a number of more than 40 digits"),
+    ],
+)
+def test_otlp_json_is_parsed_strictly(receiver: Receiver, body: str, problem: str) -> None:
+    response = receiver.post("/v1/metrics", body, JSON_TYPE)
+    assert response.status_code == 400
+    assert status_of(response).message == f"not an OTLP/json ExportMetricsServiceRequest: {problem}"
+
+
+def test_a_payload_larger_than_the_endpoint_takes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every field is bounded, so no payload comes near the limit; were a bound raised, the door still holds."""
+    monkeypatch.setattr(limits, "PAYLOAD_MAX_BYTES", 300)
+    decoded = events_from_metrics(metrics_request(event_metric(point(COMMAND), point(SKILL))))
+    assert decoded.events == [SKILL_EVENT]  # 258 bytes
+    assert decoded.errors == [
+        "plugin_usage.events data point 0: the payload would be 308 bytes, more than the endpoint takes (300)"
+    ]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from servers import EndpointProcess
+from servers import EndpointProcess, Tricklers, answers_on, connect_all_while_stopped, wait_for
 
-from otel_metrics.payloads import mac
+from otel_metrics.payloads import canonical_text, mac
 
 USER = "550e8400-e29b-41d4-a716-446655440000"
 EVENT = {
@@ -70,12 +70,14 @@ def test_valid_payloads_are_stored_and_listed_in_arrival_order(endpoint_server: 
     assert endpoint_server.sessions() == [SESSION]
 
 
-def test_the_exact_text_received_is_what_is_listed(endpoint_server: EndpointProcess, http) -> None:
-    text = json.dumps(EVENT, indent=3, sort_keys=True)
+def test_what_is_listed_is_the_validated_payload_in_its_canonical_text(endpoint_server: EndpointProcess, http) -> None:
+    """Not the text received: whatever its spacing, order or escapes, what was checked is what is kept."""
+    text = json.dumps(EVENT, indent=3).replace('"abc123"', '"\\u0061bc123"')
     assert http.post(f"{endpoint_server.url}/events", data=text, timeout=10).status_code == 200
     listed = http.get(f"{endpoint_server.url}/events", timeout=10)
     assert listed.headers["Content-Type"] == "application/json"
-    assert listed.text == f"[{text}]"
+    assert listed.text == f"[{canonical_text(EVENT)}]"
+    assert listed.text.startswith('[{"engine":"claude","mac":"')  # keys sorted, no spaces
 
 
 def test_invalid_payloads_are_refused_with_the_problems(endpoint_server: EndpointProcess, http) -> None:
@@ -153,3 +155,87 @@ def test_stored_payloads_survive_a_restart(tmp_path: Path, http) -> None:
         assert second.sessions() == [SESSION]
     finally:
         assert second.stop() == 0
+
+
+# Hostile bodies: each answered 400 with what is wrong (never a dropped connection), nothing stored.
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        ("[" * 1000 + "]" * 1000, "body is not UTF-8 JSON: the JSON is nested too deeply"),
+        ('{"a":' * 100_000, "body is not UTF-8 JSON: the JSON is nested too deeply"),
+        (json.dumps({**EVENT, "session_id": "\ud800"}),
+         "body is not UTF-8 JSON: a string holds a lone surrogate (\\ud800-\\udfff), which is not a character"),
+        (json.dumps(EVENT)[:-1] + ', "prompt_length": NaN}', "body is not UTF-8 JSON: NaN is not JSON"),
+        (json.dumps(EVENT)[:-1] + ', "prompt_length": ' + "9" * 100_000 + "}",
+         "body is not UTF-8 JSON: a number of more than 40 digits"),
+        # Copies of keys before the valid ones: which one counts is up to each reader.
+        ('{"name": "<script>alert(1)</script>", "mac": "nonsense", "prompt_length": -99, ' + json.dumps(EVENT)[1:],
+         "body is not UTF-8 JSON: duplicate key 'name'"),
+    ],
+)  # fmt: skip
+def test_hostile_json_is_answered_400_and_never_stored(
+    endpoint_server: EndpointProcess, http, body: str, error: str
+) -> None:
+    response = http.post(f"{endpoint_server.url}/events", data=body.encode("utf-8"), timeout=10)
+    assert (response.status_code, response.json()) == (400, {"error": error})
+    assert http.post(f"{endpoint_server.url}/events", json=EVENT, timeout=10).status_code == 200  # still serving
+    assert endpoint_server.events() == [EVENT]
+
+
+def test_implausible_payloads_are_refused(endpoint_server: EndpointProcess, http) -> None:
+    old = {**EVENT, "timestamp": "1999-12-31T23:59:59Z", "mac": mac("abc123", "1999-12-31T23:59:59Z")}
+    response = http.post(f"{endpoint_server.url}/events", json=old, timeout=10)
+    assert response.status_code == 400
+    [problem] = response.json()["problems"]
+    assert problem.startswith("timestamp must be from 2020-01-01T00:00:00Z to 86400 s after this server's clock (")
+    for changes, problems in [
+        ({"total_tool_calls": 0, "bash_call_count": 50},
+         ["the per-tool counts add up to 50, more than total_tool_calls (0)"]),
+        ({"turn_count": 2**63 - 1}, ["turn_count must be <= 1000000000"]),
+        ({"session_id": "s" * 200_000, "mac": mac("s" * 200_000, SESSION["start_timestamp"])},
+         ["session_id must be at most 128 characters"]),
+    ]:  # fmt: skip
+        response = http.post(f"{endpoint_server.url}/sessions", json={**SESSION, **changes}, timeout=10)
+        assert (response.status_code, response.json()) == (400, {"error": "invalid payload", "problems": problems})
+    assert endpoint_server.events() == [] and endpoint_server.sessions() == []
+
+
+# Many senders at once, and slow ones.
+
+
+def raw_post(path: str, body: bytes) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode("ascii") + body
+
+
+def test_200_senders_connecting_at_once_are_all_answered(endpoint_server: EndpointProcess) -> None:
+    assert endpoint_server.proc is not None
+    connected = connect_all_while_stopped(endpoint_server.proc, endpoint_server.port, 200)
+    try:
+        assert len(connected) == 200
+        payloads = [{**EVENT, "prompt_length": n} for n in range(200)]
+        answers = answers_on(connected, [raw_post("/events", json.dumps(p).encode()) for p in payloads])
+    finally:
+        for sock in connected:
+            sock.close()
+    assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * 200
+    assert sorted(p["prompt_length"] for p in endpoint_server.events()) == list(range(200))
+
+
+def test_slow_connections_neither_outlast_their_deadline_nor_starve_others(tmp_path: Path, http) -> None:
+    endpoint = EndpointProcess(tmp_path / "endpoint.sqlite", ["--max-connections", "50", "--request-timeout", "2"])
+    endpoint.start()
+    slow = Tricklers(endpoint.port, 100)
+    try:
+        wait_for(lambda: slow.open() <= 50)  # at the bound, the oldest made room for the newest
+        assert http.post(f"{endpoint.url}/events", json=EVENT, timeout=10).status_code == 200
+        wait_for(lambda: slow.open() == 0, timeout=15)  # 2 s after its first byte, however slowly it trickles
+        timed_out = [answer for answer in slow.answers.values() if answer]
+        assert timed_out
+        assert {answer.split(b"\r\n", 1)[0] for answer in timed_out} == {b"HTTP/1.1 408 Request Timeout"}
+        assert endpoint.events() == [EVENT]
+    finally:
+        slow.close()
+        endpoint.stop()

@@ -456,8 +456,9 @@ def test_a_session_end_without_usable_sizes_reads_to_the_end(
 def test_a_ready_record_of_an_earlier_version_is_sent_as_a_first_run(
     sink: OtlpSink, state: Path, in_process
 ) -> None:
-    record = {"record": "session", "session_id": "s1", "user_id": None, "exit_reason": "other", "start_ns": 10**18,
-              "end_ns": 10**18 + 5, "version": "0.1.0", "os": "linux", **SessionAggregates(turn_count=2).as_dict()}
+    start = 1761827000 * 10**9  # a plausible time: the forwarder's decoder, which reads what was sent, checks it
+    record = {"record": "session", "session_id": "s1", "user_id": None, "exit_reason": "other", "start_ns": start,
+              "end_ns": start + 5, "version": "0.1.0", "os": "linux", **SessionAggregates(turn_count=2).as_dict()}
     spool.write(str(state), f"{time.time_ns():020d}-session-0123.json", record)
     drain(in_process())
     [sent] = sessions_sent(sink)

@@ -7,6 +7,7 @@ passes requests on to the endpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -22,12 +23,27 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import requests
+import test_decode as otlp
 from google.rpc.status_pb2 import Status
 from legacy_sink import LegacySink, Reply
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from otlp_sink import OtlpSink
-from servers import EndpointProcess, ForwarderProcess, prometheus_sum, run_cli, wait_for
+from servers import (
+    EndpointProcess,
+    ForwarderProcess,
+    Tricklers,
+    answers_on,
+    connect_all_while_stopped,
+    cpu_seconds,
+    peak_rss_mb,
+    prometheus_sum,
+    run_cli,
+    wait_for,
+)
 
+from otel_metrics import schema
 from otel_metrics.emit import OtlpSender, events_to_metrics
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import event_payload, session_payload
@@ -668,3 +684,170 @@ def test_delivery_over_tls_verifies_the_endpoint(tls_sink: Tuple[LegacySink, Pat
     assert post_metrics(doubter.url, POISON).status_code == 200
     wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in doubter.log())
     assert len(sink.seen) == 2  # nothing was sent to an endpoint it could not verify
+
+
+# Hostile input at the door: refused there with what is wrong, never acknowledged and dropped later,
+# never swamping the outbox, the process or the endpoint.
+
+
+def post_otlp(url: str, request: Any, path: str = "/v1/metrics", **headers: str) -> requests.Response:
+    with loopback_http() as http:
+        return http.post(f"{url}{path}", data=request.SerializeToString(), headers={**PROTOBUF, **headers}, timeout=30)
+
+
+def rejections(response: requests.Response, path: str = "/v1/metrics") -> Tuple[int, List[str]]:
+    """A 200's partial success: how many points or spans were rejected, and the problem of each."""
+    assert response.status_code == 200
+    if path == "/v1/metrics":
+        partial = ExportMetricsServiceResponse.FromString(response.content).partial_success
+        count = partial.rejected_data_points
+    else:
+        partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+        count = partial.rejected_spans
+    problems = partial.error_message.split("; plugin_usage")
+    return count, problems[:1] + [f"plugin_usage{problem}" for problem in problems[1:]]
+
+
+@pytest.mark.parametrize("value", [2_000_000, 20_000_000])
+def test_a_point_standing_for_millions_of_events_is_refused_at_the_door(
+    endpoint_server: EndpointProcess, forwarder_server, value: int
+) -> None:
+    forwarder = forwarder_server(endpoint_server.url)
+    request = otlp.metrics_request(otlp.event_metric(otlp.point(otlp.COMMAND, value)))
+    assert len(request.SerializeToString()) < 500  # one small request
+    assert rejections(post_otlp(forwarder.url, request)) == (
+        1,
+        [f"plugin_usage.events data point 0: the value {value} is more events than one export holds (500)"],
+    )
+    assert post_metrics(forwarder.url, SKILL).status_code == 200  # other senders are not refused
+    wait_for(lambda: endpoint_server.events())
+    assert endpoint_server.events() == [event_payload(SKILL)]
+    assert peak_rss_mb(forwarder.proc.pid) < 200  # nothing was expanded
+
+
+def test_a_request_expanding_past_the_bound_is_refused_before_it_expands(
+    endpoint_server: EndpointProcess, forwarder_server
+) -> None:
+    forwarder = forwarder_server(endpoint_server.url)
+    points = [otlp.point(otlp.with_(otlp.COMMAND, schema.SESSION_ID, f"s{n}"), 500) for n in range(201)]
+    response = post_otlp(forwarder.url, otlp.metrics_request(otlp.event_metric(*points)))
+    assert response.status_code == 413
+    assert Status.FromString(response.content) == Status(
+        code=8, message="the request holds 100500 payloads, more than 100000; send smaller batches"
+    )
+    assert post_metrics(forwarder.url, SKILL).status_code == 200
+    wait_for(lambda: endpoint_server.events())
+    assert endpoint_server.events() == [event_payload(SKILL)]
+
+
+def test_implausible_points_and_spans_are_refused_at_the_door(
+    endpoint_server: EndpointProcess, forwarder_server
+) -> None:
+    forwarder = forwarder_server(endpoint_server.url)
+    valid = otlp.COMMAND
+    points = [
+        otlp.point(valid),
+        otlp.point(otlp.with_(valid, schema.EVENT_TIMESTAMP, 946684799)),  # 1999
+        otlp.point(otlp.with_(valid, schema.EVENT_TIMESTAMP, int(time.time()) + 2 * 86400)),
+        otlp.point(otlp.with_(valid, schema.SESSION_ID, "s" * 2_000_000)),  # acknowledged, then refused, before
+        otlp.point(otlp.with_(valid, schema.EVENT_PROMPT_LENGTH, 2**63 - 1)),
+    ]
+    count, problems = rejections(post_otlp(forwarder.url, otlp.metrics_request(otlp.event_metric(*points))))
+    assert count == 4
+    in_time = "timestamp must be from 2020-01-01T00:00:00Z to 86400 s after this server's clock"
+    for n in (1, 2):  # 1999, and two days ahead
+        assert problems[n - 1].startswith(f"plugin_usage.events data point {n}: {in_time}")
+    assert problems[2:] == [
+        "plugin_usage.events data point 3: session_id must be at most 128 characters",
+        "plugin_usage.events data point 4: prompt_length must be <= 67108864",
+    ]
+
+    def span(aggregates: SessionAggregates, start: int = otlp.SESSION.start_ns, end: int = otlp.SESSION.end_ns) -> Any:
+        return otlp.session_span(otlp.session_attributes(dataclasses.replace(otlp.SESSION, aggregates=aggregates)),
+                                 start, end)  # fmt: skip
+
+    spans = [
+        span(otlp.SESSION.aggregates),
+        span(otlp.SESSION.aggregates, 0, 18446744073709551615),  # 1970 to 2554
+        span(SessionAggregates(total_tool_calls=0, bash_call_count=50)),
+        span(SessionAggregates(turn_count=2**63 - 1)),
+    ]
+    count, problems = rejections(post_otlp(forwarder.url, otlp.traces_request(*spans), "/v1/traces"), "/v1/traces")
+    assert count == 3
+    assert problems[0].startswith(f"plugin_usage.session span: start_{in_time}")
+    assert f"; end_{in_time}" in problems[0]
+    assert problems[1:] == [
+        "plugin_usage.session span: the per-tool counts add up to 50, more than total_tool_calls (0)",
+        "plugin_usage.session span: turn_count must be <= 1000000000",
+    ]
+    wait_for(lambda: endpoint_server.events() and endpoint_server.sessions())
+    assert endpoint_server.events() == [event_payload(otlp.COMMAND_EVENT)]
+    assert endpoint_server.sessions() == [session_payload(otlp.SESSION)]
+
+
+def test_a_gzip_body_of_a_million_empty_members_is_refused_at_once(
+    endpoint_server: EndpointProcess, forwarder_server
+) -> None:
+    forwarder = forwarder_server(endpoint_server.url)
+    bomb = gzip.compress(b"", mtime=0) * 1_000_000  # 20 MB: minutes of CPU, quadratic in the members, before
+    assert len(bomb) < 20 * 1024 * 1024
+    valid = [skills(3, prefix=f"during-{n}") for n in range(10)]
+    answers: List[int] = []
+
+    def send_valid() -> None:  # other senders meanwhile
+        answers.extend(post_metrics(forwarder.url, *batch).status_code for batch in valid)
+
+    cpu_before = cpu_seconds(forwarder.proc.pid)
+    sender = threading.Thread(target=send_valid)
+    sender.start()
+    with loopback_http() as http:
+        headers = {**PROTOBUF, "Content-Encoding": "gzip"}
+        response = http.post(f"{forwarder.url}/v1/metrics", data=bomb, headers=headers, timeout=60)
+    sender.join(60)
+    assert (response.status_code, Status.FromString(response.content).message) == (
+        400,
+        "the gzip body has more than 64 members",
+    )
+    assert cpu_seconds(forwarder.proc.pid) - cpu_before < 10  # seconds, generously: not minutes
+    assert answers == [200] * 10
+    wait_for(lambda: len(endpoint_server.events()) == 30)
+    assert by_text(endpoint_server.events()) == by_text([event_payload(e) for batch in valid for e in batch])
+
+
+def raw_post(path: str, body: bytes, content_type: str = "application/x-protobuf") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+    return (head + "Connection: close\r\n\r\n").encode("ascii") + body
+
+
+def test_200_senders_connecting_at_once_are_all_answered(endpoint_server: EndpointProcess, forwarder_server) -> None:
+    """Every connection fits in the listen backlog while the forwarder accepts none, then each is answered."""
+    forwarder = forwarder_server(endpoint_server.url)
+    connected = connect_all_while_stopped(forwarder.proc, forwarder.port, 200)
+    try:
+        assert len(connected) == 200
+        events = skills(200, prefix="at-once")
+        answers = answers_on(connected, [raw_post("/v1/metrics", otlp_metrics(event)) for event in events])
+    finally:
+        for sock in connected:
+            sock.close()
+    assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * 200
+    wait_for(lambda: len(endpoint_server.events()) == 200)
+    assert by_text(endpoint_server.events()) == by_text([event_payload(event) for event in events])
+
+
+def test_slow_connections_neither_outlast_their_deadline_nor_starve_others(
+    endpoint_server: EndpointProcess, forwarder_server
+) -> None:
+    forwarder = forwarder_server(endpoint_server.url, args=["--max-connections", "50", "--request-timeout", "2"])
+    slow = Tricklers(forwarder.port, 100)  # a byte every 0.3 s each: no read ever waits long
+    try:
+        wait_for(lambda: slow.open() <= 50)  # at the bound, the oldest made room for the newest
+        assert post_metrics(forwarder.url, SKILL).status_code == 200  # a sender still gets in, and is answered
+        wait_for(lambda: slow.open() == 0, timeout=15)  # 2 s after its first byte, however slowly it trickles
+        timed_out = [answer for answer in slow.answers.values() if answer]
+        assert timed_out
+        assert {answer.split(b"\r\n", 1)[0] for answer in timed_out} == {b"HTTP/1.1 408 Request Timeout"}
+    finally:
+        slow.close()
+    wait_for(lambda: endpoint_server.events())
+    assert endpoint_server.events() == [event_payload(SKILL)]

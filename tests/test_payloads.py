@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, Dict
 
 import pytest
@@ -11,6 +12,7 @@ from model_strategies import events, sessions
 
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import (
+    canonical_text,
     event_payload,
     format_timestamp,
     mac,
@@ -281,3 +283,88 @@ def test_payload_must_be_an_object(payload: object) -> None:
 )
 def test_session_payload_problems(changes: Dict[str, Any], problems: list) -> None:
     assert validate_session_payload(changed(SESSION_PAYLOAD, **changes)) == problems
+
+
+# Plausibility (limits.py): what no hook produces is refused, on both sides of the pipeline.
+
+NOW = 1764000000  # 2025-11-24T16:00:00Z: the validating server's clock in these tests
+EARLIEST = "2020-01-01T00:00:00Z"
+TIME_RANGE = f"from {EARLIEST} to 86400 s after this server's clock (2025-11-25T16:00:00Z)"
+
+
+def signed(payload: Dict[str, Any], timestamp_key: str, **changes: Any) -> Dict[str, Any]:
+    """The payload with these changes and the MAC they call for."""
+    result = changed(payload, **changes)
+    if result["session_id"].isascii():  # else it has no MAC: a lone surrogate is not UTF-8
+        result["mac"] = mac(result["session_id"], result[timestamp_key])
+    return result
+
+
+@pytest.mark.parametrize(
+    "changes, problems",
+    [
+        ({"timestamp": EARLIEST}, []),
+        ({"timestamp": "2025-11-25T16:00:00Z"}, []),  # a day ahead: a clock may run fast
+        ({"timestamp": "2019-12-31T23:59:59Z"}, [f"timestamp must be {TIME_RANGE}"]),
+        ({"timestamp": "0001-01-01T00:00:00Z"}, [f"timestamp must be {TIME_RANGE}"]),
+        ({"timestamp": "2025-11-25T16:00:01Z"}, [f"timestamp must be {TIME_RANGE}"]),
+        ({"session_id": "s" * 128}, []),
+        ({"session_id": "s" * 129}, ["session_id must be at most 128 characters"]),
+        ({"session_id": "two words"}, ["session_id must be printable ASCII without spaces"]),
+        ({"session_id": "caf\u00e9"}, ["session_id must be printable ASCII without spaces"]),
+        ({"session_id": "\ud800"}, ["session_id must be printable ASCII without spaces"]),
+        ({"session_id": "tab\there"}, ["session_id must be printable ASCII without spaces"]),
+        ({"user_id": "u" * 129}, ["user_id must be at most 128 characters or null"]),
+        ({"user_id": "<script>"}, []),  # printable: the contract says nothing more of it
+        ({"user_id": "new\nline"}, ["user_id must be printable ASCII without spaces or null"]),
+        ({"name": "p:" + "n" * 126}, []),
+        ({"name": "p:" + "n" * 127}, ["name must be at most 128 characters"]),
+        ({"version": "v" * 64}, []),
+        ({"version": "v" * 65}, ["version must be at most 64 characters"]),
+        ({"prompt_length": 64 * 1024 * 1024}, []),
+        ({"prompt_length": 64 * 1024 * 1024 + 1}, ["prompt_length must be <= 67108864"]),
+        ({"prompt_length": 2**63 - 1}, ["prompt_length must be <= 67108864"]),
+    ],
+)
+def test_implausible_events_are_refused(changes: Dict[str, Any], problems: list) -> None:
+    assert validate_event_payload(signed(EVENT_PAYLOAD, "timestamp", **changes), now=NOW) == problems
+
+
+@pytest.mark.parametrize(
+    "changes, problems",
+    [
+        ({"start_timestamp": "1970-01-01T00:00:00Z", "end_timestamp": "2554-07-21T23:34:33Z"},
+         [f"start_timestamp must be {TIME_RANGE}", f"end_timestamp must be {TIME_RANGE}"]),
+        ({"end_timestamp": "2025-11-25T16:00:01Z"}, [f"end_timestamp must be {TIME_RANGE}"]),
+        ({"start_timestamp": "2024-10-30T12:34:56Z", "end_timestamp": "2025-10-30T12:34:56Z",
+          "session_duration": 365 * 86400}, []),
+        ({"start_timestamp": "2024-10-29T12:34:55Z", "end_timestamp": "2025-10-30T12:34:56Z",
+          "session_duration": 366 * 86400 + 1}, ["the session lasts 31622401 s, more than 31622400 s"]),
+        ({"turn_count": 10**9}, []),
+        ({"turn_count": 2**63 - 1}, ["turn_count must be <= 1000000000"]),
+        ({"tool_error_count": 10**9 + 1, "had_errors": True}, ["tool_error_count must be <= 1000000000"]),
+        ({"total_input_tokens": 10**13}, []),
+        ({"total_input_tokens": 10**13 + 1}, ["total_input_tokens must be <= 10000000000000"]),
+        ({"total_tool_calls": 0, "bash_call_count": 50, "file_read_count": 0, "file_edit_count": 0,
+          "file_write_count": 0, "grep_call_count": 0, "glob_call_count": 0, "web_fetch_call_count": 0,
+          "web_search_call_count": 0}, ["the per-tool counts add up to 50, more than total_tool_calls (0)"]),
+        ({"total_tool_calls": 8}, ["the per-tool counts add up to 9, more than total_tool_calls (8)"]),
+        ({"total_tool_calls": 100}, []),  # other tools (Task, TodoWrite...) count in the total only
+        # A run answers prompts and tool calls of the run before it: these need not add up.
+        ({"turn_count": 5, "user_message_count": 1, "tool_error_count": 12, "had_errors": True}, []),
+        ({"session_id": "x" * 129}, ["session_id must be at most 128 characters"]),
+    ],
+)  # fmt: skip
+def test_implausible_sessions_are_refused(changes: Dict[str, Any], problems: list) -> None:
+    assert validate_session_payload(signed(SESSION_PAYLOAD, "start_timestamp", **changes), now=NOW) == problems
+
+
+def test_the_clock_is_the_validating_servers_own() -> None:
+    tomorrow = format_timestamp(int(time.time()) + 86400 - 60)
+    assert validate_event_payload(signed(EVENT_PAYLOAD, "timestamp", timestamp=tomorrow)) == []
+    in_two_days = format_timestamp(int(time.time()) + 2 * 86400)
+    assert validate_event_payload(signed(EVENT_PAYLOAD, "timestamp", timestamp=in_two_days)) != []
+
+
+def test_canonical_text_is_sorted_compact_ascii() -> None:
+    assert canonical_text({"b": "\u00e9", "a": None, "c": [1, True]}) == '{"a":null,"b":"\\u00e9","c":[1,true]}'

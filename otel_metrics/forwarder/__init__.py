@@ -10,19 +10,18 @@ counts it all.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Optional
 
 from ..backoff import Backoff
+from ..http_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_SECONDS
 from .delivery import DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_WORKERS, Delivery
 from .outbox import DEFAULT_MAX_ITEMS, Outbox
-from .receiver import DEFAULT_MAX_BODY_BYTES, Checks, OtlpServer
+from .receiver import DEFAULT_MAX_BODY_BYTES, Checks, OtlpReceiver
 from .telemetry import Telemetry, disabled
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_POLL_SECONDS = 0.1  # how long stop() may wait for the accept loop to notice
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0  # seconds for the POSTs in flight at SIGTERM
 
 
@@ -47,14 +46,24 @@ class Forwarder:
         timeout: float = DEFAULT_TIMEOUT,
         telemetry: Optional[Telemetry] = None,
         prometheus: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_seconds: float = DEFAULT_REQUEST_SECONDS,
     ) -> None:
         self.telemetry = telemetry or disabled()
         self.outbox = Outbox(outbox_path, max_items=max_outbox_items)
         try:
             backoff = Backoff(initial=retry_initial, maximum=retry_max)
             self.delivery = Delivery(self.outbox, metrics_url, self.telemetry, workers, backoff, timeout)
-            self.server = OtlpServer(
-                host, port, self.outbox, max_body_bytes, self.telemetry, self.readiness, prometheus
+            self.server = OtlpReceiver(
+                host,
+                port,
+                self.outbox,
+                max_body_bytes,
+                self.telemetry,
+                self.readiness,
+                prometheus,
+                max_connections,
+                request_seconds,
             )
         except BaseException:
             self.outbox.close()
@@ -66,17 +75,14 @@ class Forwarder:
             dead_letters=self.outbox.dead_letter_count,
             endpoint_available=lambda: self.delivery.circuit.closed,
         )
-        self._serving = threading.Thread(
-            target=self.server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,), name="otlp-receiver", daemon=True
-        )
 
     @property
     def address(self) -> tuple:
-        return self.server.server_address[:2]
+        return self.server.address
 
     def start(self) -> None:
         self.delivery.start()
-        self._serving.start()
+        self.server.start()
 
     def readiness(self) -> Checks:
         """/readyz: the outbox is writable and below its bound, and the endpoint answers."""
@@ -110,8 +116,7 @@ class Forwarder:
                 unanswered,
                 timeout,
             )
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         self.outbox.close()
         self.telemetry.shutdown()
         log.info("stopped; %d payloads wait in the outbox", len(self.outbox))

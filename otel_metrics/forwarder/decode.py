@@ -7,7 +7,6 @@ malformed is rejected alone (OTLP partial success); the rest of the request stan
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
@@ -27,9 +26,15 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from .. import schema
+from .. import limits, schema, strict_json
 from ..model import COUNT_KEYS, ENGINE, TOKEN_KEYS, Event, Session, SessionAggregates
-from ..payloads import event_payload, session_payload, validate_event_payload, validate_session_payload
+from ..payloads import (
+    event_payload,
+    payload_text,
+    session_payload,
+    validate_event_payload,
+    validate_session_payload,
+)
 
 PROTOBUF = "protobuf"
 JSON = "json"
@@ -46,24 +51,41 @@ class Malformed(ValueError):
 
 @dataclass
 class Decoded:
-    """What a request holds for us: payloads to deliver, and what was left out."""
+    """What a request holds for us: payloads to deliver, and what was left out.
 
-    events: List[Event] = field(default_factory=list)
+    A data point of value n stands for n identical events: it is kept once, with its
+    count, and becomes n payloads only as the outbox writes them.
+    """
+
+    event_points: List[Tuple[Event, int, Dict[str, Any]]] = field(default_factory=list)  # (event, count, payload)
     sessions: List[Session] = field(default_factory=list)
     rejected: int = 0  # data points or spans that named ours but were malformed
     errors: List[str] = field(default_factory=list)
     ignored: int = 0  # other metrics and spans (not ours): accepted and dropped
-    # The legacy payload of each event and session, built once (when it was checked).
-    event_payloads: List[Dict[str, Any]] = field(default_factory=list)
+    # The legacy payload of each session, built once (when it was checked).
     session_payloads: List[Dict[str, Any]] = field(default_factory=list)
 
     def reject(self, where: str, problem: str) -> None:
         self.rejected += 1
         self.errors.append(f"{where}: {problem}")
 
-    def payloads(self) -> List[Tuple[str, Dict[str, Any]]]:
-        """(endpoint name, legacy payload) in request order, events first."""
-        return [("events", p) for p in self.event_payloads] + [("sessions", p) for p in self.session_payloads]
+    @property
+    def events(self) -> List[Event]:
+        """Every event, n identical ones for a point of value n."""
+        return [event for event, count, _ in self.event_points for _ in range(count)]
+
+    @property
+    def event_count(self) -> int:
+        return sum(count for _, count, _ in self.event_points)
+
+    def payloads(self) -> List[Tuple[str, Dict[str, Any], int]]:
+        """(endpoint name, legacy payload, copies) in request order, events first."""
+        return [("events", p, count) for _, count, p in self.event_points if count] + [
+            ("sessions", p, 1) for p in self.session_payloads
+        ]
+
+    def payload_count(self) -> int:
+        return self.event_count + len(self.session_payloads)
 
     def error_message(self) -> str:
         shown = "; ".join(self.errors[:MAX_ERRORS_REPORTED])
@@ -77,7 +99,7 @@ def parse(message_class: Type[Message], body: bytes, encoding: str) -> Message:
         if encoding == PROTOBUF:
             message.ParseFromString(body)
         else:
-            document = json.loads(body.decode("utf-8"))
+            document = strict_json.loads(body)
             if not isinstance(document, dict):  # json_format would take `[]` for an empty message
                 raise ValueError("the JSON body must be an object")
             # OTLP/JSON writes trace and span ids in hex where proto3 JSON wants
@@ -128,8 +150,7 @@ def _decode_event_metric(decoded: Decoded, resource: Resource, metric: Any) -> N
         except Malformed as problem:
             decoded.reject(f"{schema.EVENT_METRIC} data point {index}", str(problem))
             continue
-        decoded.events.extend([event] * count)  # n identical events stay n events
-        decoded.event_payloads.extend([payload] * count)
+        decoded.event_points.append((event, count, payload))  # n identical events stay n events
 
 
 def _event_from_point(resource: Resource, point: Any) -> Tuple[Event, int, Dict[str, Any]]:
@@ -159,6 +180,9 @@ def _event_count(point: Any) -> int:
         raise Malformed("the value must be a whole number of events")
     if value < 0:
         raise Malformed("the value must not be negative")
+    if value > limits.EVENTS_PER_EXPORT:
+        # A hook fires once per event and an exporter sends at most this many records at a time.
+        raise Malformed(f"the value {value} is more events than one export holds ({limits.EVENTS_PER_EXPORT})")
     return value
 
 
@@ -266,6 +290,9 @@ def _checked_payload(
         raise Malformed(str(error)) from error
     if problems:
         raise Malformed("; ".join(problems))
+    size = len(payload_text(payload))  # ASCII: characters are bytes
+    if size > limits.PAYLOAD_MAX_BYTES:
+        raise Malformed(f"the payload would be {size} bytes, more than the endpoint takes ({limits.PAYLOAD_MAX_BYTES})")
     return payload
 
 

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import lock
 
@@ -66,12 +66,20 @@ class DeadLetter(NamedTuple):
 class _Commit:
     """One request's payloads, waiting for the group commit that takes them."""
 
-    __slots__ = ("rows", "done", "error")
+    __slots__ = ("items", "count", "received", "done", "error")
 
-    def __init__(self, rows: List[Tuple[str, str, float]]) -> None:
-        self.rows = rows
+    def __init__(self, items: Sequence[Tuple[str, str, int]], count: int, received: float) -> None:
+        self.items = items
+        self.count = count
+        self.received = received
         self.done = False
         self.error: Optional[sqlite3.Error] = None
+
+    def rows(self) -> Iterator[Tuple[str, str, float]]:
+        """One row per copy, made as they are written: n identical payloads never wait in memory n times."""
+        for path, body, copies in self.items:
+            for _ in range(copies):
+                yield path, body, self.received
 
 
 class Outbox:
@@ -105,22 +113,23 @@ class Outbox:
         """Payloads waiting (not yet delivered nor dead-lettered)."""
         return self._count
 
-    def add(self, items: Sequence[Tuple[str, str]]) -> None:
-        """Commit (path, body) pairs in one transaction, all or none; returns once they are on disk."""
-        if not items:
+    def add(self, items: Sequence[Tuple[str, str, int]]) -> None:
+        """Commit `copies` rows of each (path, body, copies) in one transaction, all or none;
+        returns once they are on disk. The bound is checked on the count, before any row is made."""
+        count = sum(copies for _, _, copies in items)
+        if not count:
             return
-        now = time.time()
-        commit = _Commit([(path, body, now) for path, body in items])
+        commit = _Commit(items, count, time.time())
         with self._state:
             if self._closed:
                 raise OutboxUnavailable("the forwarder is shutting down")
             waiting = self._count + self._queued
             # A request larger than the whole bound is still taken into an empty outbox:
-            # refusing it would make the collector retry it forever.
-            if waiting and waiting + len(items) > self.max_items:
+            # refusing it would make the collector retry it forever (the receiver bounds requests).
+            if waiting and waiting + count > self.max_items:
                 raise OutboxUnavailable(f"the outbox is full ({waiting} payloads waiting)")
             self._queue.append(commit)
-            self._queued += len(items)
+            self._queued += count
             while not commit.done:
                 if self._committing:
                     self._state.wait()
@@ -140,14 +149,14 @@ class Outbox:
             with self._adding:  # one transaction: committed, or rolled back on error
                 self._adding.executemany(
                     "INSERT INTO outbox (path, body, received) VALUES (?, ?, ?)",
-                    (row for commit in batch for row in commit.rows),
+                    (row for commit in batch for row in commit.rows()),
                 )
         except sqlite3.Error as failure:
             error = failure
         finally:
             self._state.acquire()
         self._committing = False
-        added = sum(len(commit.rows) for commit in batch)
+        added = sum(commit.count for commit in batch)
         self._queued -= added
         if error is None:
             self._count += added

@@ -1,10 +1,13 @@
 """The OTLP/HTTP receiver: POST /v1/metrics and /v1/traces -> outbox, answered as OTLP receivers answer.
 
-200 with an empty (or partial-success) Export*ServiceResponse once the payloads
-are committed to the outbox; 400 for bodies that are not OTLP; 413 above the
-size limit; 415 for unknown media types or encodings; 503 with Retry-After when
-the outbox cannot take them, or once the forwarder is shutting down (the
-collector retries only 429/502/503/504).
+200 with an empty Export*ServiceResponse once the payloads are committed to the
+outbox, or a partial success naming each point or span refused (malformed, or
+beyond limits.py: the endpoint would refuse it); 400 for bodies that are not
+OTLP (or gzip of too many members); 413 above the size limit, before or after
+gunzip, or for a request expanding to too many payloads; 415 for unknown media
+types or encodings; 503 with Retry-After when the outbox cannot take them, or
+once the forwarder is shutting down (the collector retries only
+429/502/503/504). Connections, their bounds and framing: http_server.py.
 
 On the same port, as collectors and load balancers expect: GET /healthz (200
 while the process serves), GET /readyz (200 when the outbox is writable and
@@ -16,18 +19,23 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import socketserver
-import sys
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, Optional, Tuple
-from urllib.parse import urlsplit
+from typing import Callable, Dict, Optional
 
 from google.protobuf.message import Message
 
+from ..http_server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_SECONDS,
+    HttpError,
+    HttpServer,
+    Request,
+    Response,
+    text_response,
+)
+from ..payloads import payload_text
 from .decode import JSON, PROTOBUF, SIGNALS, BadRequest, Signal, parse, serialize, status
 from .outbox import Outbox, OutboxUnavailable
 from .telemetry import KINDS, Telemetry, disabled, prometheus_text
@@ -36,24 +44,33 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024  # as the collector's OTLP receiver; applies before and after gunzip
 RETRY_AFTER_SECONDS = 5
+# Payloads one request may expand to: far above any exporter's batch or the collector's, far below
+# what would swamp the outbox and the endpoint (each point is at most limits.EVENTS_PER_EXPORT events).
+MAX_PAYLOADS_PER_REQUEST = 100_000
+# Gzip members in one body: exporters send one; each costs a decompressor, so they are bounded.
+GZIP_MAX_MEMBERS = 64
+GZIP_FEED_BYTES = 64 * 1024  # compressed bytes given to a decompressor at a time
 MEDIA_TYPES = {"application/x-protobuf": PROTOBUF, "application/protobuf": PROTOBUF, "application/json": JSON}
-# google.rpc.Code for the Status body of each error status.
-RPC_CODES = {400: 3, 413: 8, 415: 12, 503: 14}  # INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE
-
-
-class HttpError(Exception):
-    def __init__(self, status_code: int, message: str, close: bool = False) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.close = close  # the rest of the body was not read: the connection cannot be reused
-
+# google.rpc.Code for the Status body of each error status (UNKNOWN for others).
+RPC_CODES = {
+    400: 3,  # INVALID_ARGUMENT
+    408: 4,  # DEADLINE_EXCEEDED
+    411: 3,
+    413: 8,  # RESOURCE_EXHAUSTED
+    415: 12,  # UNIMPLEMENTED
+    417: 3,
+    431: 8,
+    500: 13,  # INTERNAL
+    501: 12,
+    503: 14,  # UNAVAILABLE
+    505: 12,
+}
 
 Checks = Dict[str, str]  # readiness check -> "ok" or what is wrong
 
 
-class OtlpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the listen backlog: many exporters may connect at once (socketserver's is 5)
+class OtlpReceiver:
+    """The forwarder's HTTP side: OTLP requests into the outbox, health checks, and when it is quiet."""
 
     def __init__(
         self,
@@ -64,8 +81,9 @@ class OtlpServer(ThreadingHTTPServer):
         telemetry: Optional[Telemetry] = None,
         readiness: Callable[[], Checks] = dict,
         prometheus: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_seconds: float = DEFAULT_REQUEST_SECONDS,
     ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.outbox = outbox
         self.max_body_bytes = max_body_bytes
         self.telemetry = telemetry or disabled()
@@ -75,7 +93,23 @@ class OtlpServer(ThreadingHTTPServer):
         self.last_request = time.monotonic()  # when the last OTLP request arrived
         self._active = 0  # OTLP requests being answered
         self._idle = threading.Condition()
-        super().__init__((host, port), OtlpHandler)
+        self.http = HttpServer(
+            host,
+            port,
+            self.handle,
+            name="otel-metrics-forwarder",
+            max_body_bytes=max_body_bytes,
+            error_page=self.error_page,
+            max_connections=max_connections,
+            request_seconds=request_seconds,
+        )
+        self.address = self.http.address
+
+    def start(self) -> None:
+        self.http.start()
+
+    def stop(self) -> None:
+        self.http.stop()
 
     def request_started(self) -> None:
         with self._idle:
@@ -102,176 +136,100 @@ class OtlpServer(ThreadingHTTPServer):
         checks.update(self.readiness())
         return checks
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve our own name (getfqdn): slow without DNS, and unused.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+    # Answers (on the server's handler threads).
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        # Nothing was acknowledged to this client, so nothing is lost: it will send again.
-        if isinstance(sys.exc_info()[1], OSError):
-            log.debug("connection from %s failed", client_address, exc_info=True)
-        else:
-            log.exception("error while serving %s", client_address)
+    def handle(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self._get(request)
+        if request.method != "POST":
+            return text_response(405, f"{request.method} is not served here", (("Allow", "GET, POST"),))
+        self.request_started()
+        try:
+            return self._post(request)
+        finally:
+            self.request_finished()
 
-
-class OtlpHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse their connection
-    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
-    server_version = "otel-metrics-forwarder"
-    timeout = 60  # seconds a connection may sit idle or stall mid-body
-    server: OtlpServer
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
+    def _get(self, request: Request) -> Response:
+        path = request.path
         if path == "/healthz":
-            self._reply_text(200, "ok")
-        elif path == "/readyz":
-            checks = self.server.readiness_checks()
+            return text_response(200, "ok")
+        if path == "/readyz":
+            checks = self.readiness_checks()
             ready = all(value == "ok" for value in checks.values())
             body = json.dumps({"ready": ready, "checks": checks}, sort_keys=True).encode("utf-8")
-            self._send(200 if ready else 503, body + b"\n", "application/json", ())
-        elif path == "/metrics" and self.server.prometheus:
-            body, content_type = prometheus_text(self.headers.get("Accept", ""))
-            self._send(200, body, content_type, ())
-        else:
-            self._reply_text(404, f"nothing at {path}; OTLP is POST /v1/metrics and /v1/traces")
+            return Response(200 if ready else 503, body + b"\n", "application/json")
+        if path == "/metrics" and self.prometheus:
+            body, content_type = prometheus_text(request.headers.get("accept", ""))
+            return Response(200, body, content_type)
+        return text_response(404, f"nothing at {path}; OTLP is POST /v1/metrics and /v1/traces")
 
-    def do_POST(self) -> None:
-        self.server.request_started()
+    def _post(self, request: Request) -> Response:
+        signal = SIGNALS.get(request.path)
+        encoding = MEDIA_TYPES.get(_media_type(request))
+        if signal is None:
+            return text_response(404, f"no OTLP signal at {request.path}; use /v1/metrics or /v1/traces")
+        if encoding is None:
+            return text_response(415, "Content-Type must be application/x-protobuf or application/json")
         try:
-            self._post()
-        finally:
-            self.server.request_finished()
-
-    def _post(self) -> None:
-        signal = SIGNALS.get(urlsplit(self.path).path)
-        media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        encoding = MEDIA_TYPES.get(media_type)
-        if signal is None or encoding is None:
-            self._discard_body()
-            if signal is None:
-                self._reply_text(404, f"no OTLP signal at {self.path}; use /v1/metrics or /v1/traces")
-            else:
-                self._reply_text(415, "Content-Type must be application/x-protobuf or application/json")
-            return
-        if not self.server.accepting:
-            self._discard_body()
-            self.close_connection = True
-            self._reply_error(HttpError(503, "the forwarder is shutting down"), encoding)
-            return
-        try:
-            body = _decompress(self._read_body(), self.headers.get("Content-Encoding"), self.server.max_body_bytes)
+            if not self.accepting:
+                raise HttpError(503, "the forwarder is shutting down", close=True)
+            body = _decompress(request.body, request.headers.get("content-encoding"), self.max_body_bytes)
             response = self._accept(signal, body, encoding)
         except HttpError as error:
-            self._reply_error(error, encoding)
-            return
-        self._reply(200, serialize(response, encoding), encoding)
+            if error.status >= 500:
+                log.debug("HTTP %d: %s", error.status, error)
+            else:
+                log.warning("HTTP %d for %s: %s", error.status, request.path, error)
+            return _status_response(error, encoding)
+        return _otlp_response(200, serialize(response, encoding), encoding)
 
     def _accept(self, signal: Signal, body: bytes, encoding: str) -> Message:
         try:
             decoded = signal.decode(parse(signal.request, body, encoding))
         except BadRequest as error:
             raise HttpError(400, str(error)) from error
-        payloads = decoded.payloads()
-        try:
-            texts: Dict[int, str] = {}  # n identical events share one payload: one JSON text
-            self.server.outbox.add(
-                [(path, texts.get(id(p)) or texts.setdefault(id(p), json.dumps(p))) for path, p in payloads]
+        count = decoded.payload_count()
+        if count > MAX_PAYLOADS_PER_REQUEST:  # checked before any payload is made
+            raise HttpError(
+                413, f"the request holds {count} payloads, more than {MAX_PAYLOADS_PER_REQUEST}; send smaller batches"
             )
+        try:
+            self.outbox.add([(path, payload_text(p), copies) for path, p, copies in decoded.payloads()])
         except OutboxUnavailable as error:
             log.error("answering 503 to %s: %s", signal.path, error)
             raise HttpError(503, str(error)) from error
-        for path, count in (("events", len(decoded.events)), ("sessions", len(decoded.sessions))):
-            if count:
-                self.server.telemetry.received.add(count, KINDS[path])
+        for path, received in (("events", decoded.event_count), ("sessions", len(decoded.sessions))):
+            if received:
+                self.telemetry.received.add(received, KINDS[path])
         if decoded.errors:
             log.warning("%s: rejected %d: %s", signal.path, decoded.rejected, decoded.error_message())
-        log.debug("%s: queued %d payloads, ignored %d other items", signal.path, len(payloads), decoded.ignored)
+        log.debug("%s: queued %d payloads, ignored %d other items", signal.path, count, decoded.ignored)
         return signal.response_for(decoded)
 
-    # Bodies: Content-Length or chunked, never more than max_body_bytes.
+    def error_page(self, request: Request, error: HttpError) -> Response:
+        """The server's own errors: an OTLP Status when the request named an OTLP media type, else text."""
+        encoding = MEDIA_TYPES.get(_media_type(request))
+        if encoding is None:
+            headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),) if error.status == 503 else ()
+            return text_response(error.status, str(error), headers)._replace(close=error.close)
+        return _status_response(error, encoding)
 
-    def _read_body(self) -> bytes:
-        limit = self.server.max_body_bytes
-        transfer_encoding = self.headers.get("Transfer-Encoding", "").strip().lower()
-        if transfer_encoding == "chunked":
-            return self._read_chunked(limit)
-        if transfer_encoding:
-            raise HttpError(400, f"unsupported Transfer-Encoding {transfer_encoding!r}", close=True)
-        length_text = self.headers.get("Content-Length", "0").strip()
-        if not (length_text.isascii() and length_text.isdigit()):
-            raise HttpError(400, f"bad Content-Length {length_text!r}", close=True)
-        length = int(length_text)
-        if length > limit:
-            raise HttpError(413, f"body of {length} bytes is over the limit of {limit}", close=True)
-        return self._read_exactly(length)
 
-    def _read_chunked(self, limit: int) -> bytes:
-        body = bytearray()
-        while True:
-            size_line = self.rfile.readline(1024)
-            size_text = size_line.split(b";", 1)[0].strip()  # chunk extensions are ignored
-            if not size_line.endswith(b"\n") or not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
-                raise HttpError(400, "malformed chunked body", close=True)
-            size = int(size_text, 16)
-            if size == 0:
-                break
-            if len(body) + size > limit:
-                raise HttpError(413, f"chunked body is over the limit of {limit} bytes", close=True)
-            body += self._read_exactly(size)
-            if self.rfile.readline(3).strip():
-                raise HttpError(400, "malformed chunked body", close=True)
-        while self.rfile.readline(8192).strip():
-            pass  # trailer fields, up to the blank line
-        return bytes(body)
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
-    def _read_exactly(self, size: int) -> bytes:
-        data = self.rfile.read(size)
-        if len(data) != size:
-            raise HttpError(400, "the body ended early", close=True)
-        return data
 
-    def _discard_body(self) -> None:
-        """Consume a body we will not use, so the connection stays usable; close it if that fails."""
-        try:
-            self._read_body()
-        except HttpError:
-            self.close_connection = True
+def _status_response(error: HttpError, encoding: str) -> Response:
+    body = serialize(status(RPC_CODES.get(error.status, 2), str(error)), encoding)
+    headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),) if error.status == 503 else ()
+    return _otlp_response(error.status, body, encoding, headers, error.close)
 
-    # Replies.
 
-    def _reply_error(self, error: HttpError, encoding: str) -> None:
-        if error.status_code >= 500:
-            log.debug("HTTP %d: %s", error.status_code, error)
-        else:
-            log.warning("HTTP %d for %s: %s", error.status_code, self.path, error)
-        if error.close:
-            self.close_connection = True
-        headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),) if error.status_code == 503 else ()
-        body = serialize(status(RPC_CODES[error.status_code], str(error)), encoding)
-        self._reply(error.status_code, body, encoding, headers)
-
-    def _reply_text(self, status_code: int, text: str) -> None:
-        self._send(status_code, (text + "\n").encode("utf-8"), "text/plain; charset=utf-8", ())
-
-    def _reply(self, status_code: int, body: bytes, encoding: str, headers: Tuple[Tuple[str, str], ...] = ()) -> None:
-        content_type = "application/x-protobuf" if encoding == PROTOBUF else "application/json"
-        self._send(status_code, body, content_type, headers)
-
-    def _send(self, status_code: int, body: bytes, content_type: str, headers: Tuple[Tuple[str, str], ...]) -> None:
-        self.send_response(status_code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), format % args)  # the access log, only when verbose
+def _otlp_response(
+    status_code: int, body: bytes, encoding: str, headers: tuple = (), close: bool = False
+) -> Response:
+    content_type = "application/x-protobuf" if encoding == PROTOBUF else "application/json"
+    return Response(status_code, body, content_type, headers, close)
 
 
 def _decompress(body: bytes, content_encoding: Optional[str], limit: int) -> bytes:
@@ -279,18 +237,33 @@ def _decompress(body: bytes, content_encoding: Optional[str], limit: int) -> byt
     if coding == "identity":
         return body
     if coding != "gzip":
-        raise HttpError(415, f"unsupported Content-Encoding {coding!r}; use gzip or none")
-    out = bytearray()
-    rest = body
+        raise HttpError(415, f"unsupported Content-Encoding {coding[:40]!r}; use gzip or none")
     try:
-        while rest:  # one gzip member after another (RFC 1952 allows several)
-            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out += member.decompress(rest, limit + 1 - len(out))
-            if len(out) > limit or member.unconsumed_tail:
-                raise HttpError(413, f"the decompressed body is over the limit of {limit} bytes")
-            if not member.eof:
-                raise HttpError(400, "the gzip body is truncated")
-            rest = member.unused_data
+        return _gunzip(body, limit)
     except zlib.error as error:
         raise HttpError(400, f"the body is not valid gzip: {error}") from error
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """One gzip member after another (RFC 1952 allows several), in time linear in the body.
+
+    Each decompressor is fed a bounded slice, so what it leaves over at a member's end
+    (copied by zlib) is small, and the members are bounded in number.
+    """
+    out = bytearray()
+    view = memoryview(body)
+    position = members = 0
+    while position < len(body):
+        members += 1
+        if members > GZIP_MAX_MEMBERS:
+            raise HttpError(400, f"the gzip body has more than {GZIP_MAX_MEMBERS} members")
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while not member.eof:
+            if position >= len(body):
+                raise HttpError(400, "the gzip body is truncated")
+            piece = view[position : position + GZIP_FEED_BYTES]
+            out += member.decompress(piece, limit + 1 - len(out))
+            if len(out) > limit or member.unconsumed_tail:
+                raise HttpError(413, f"the decompressed body is over the limit of {limit} bytes")
+            position += len(piece) - len(member.unused_data)
     return bytes(out)

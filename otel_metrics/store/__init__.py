@@ -4,9 +4,10 @@ One interface, two backends, chosen by URL (open_store):
 - `sqlite:///path/to/endpoint.sqlite` (or a bare path): the embedded default, one file;
 - `postgresql://user@host/db`: for shared use (psycopg 3, the `postgres` extra, imported only then).
 
-Each accepted payload is one row of `events` or `sessions`: the exact text received (GET
-returns it verbatim) beside the fields the report aggregates, as typed columns, so a
-report over millions of rows is SQL in the database rather than JSON parsing in Python.
+Each accepted payload is one row of `events` or `sessions`: its text (the endpoint gives the
+validated payload's canonical text; GET returns it verbatim) beside the fields the report
+aggregates, as typed columns, so a report over millions of rows is SQL in the database rather
+than JSON parsing in Python.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..payloads import SESSION_COUNT_KEYS
 
 KINDS = ("events", "sessions")
 
-# Column name -> payload key; `body` (the text received) and `id` (arrival order) come first in
+# Column name -> payload key; `body` (the payload's text) and `id` (arrival order) come first in
 # each table. `day` is the UTC date of the event, or of the session's start: what the report
 # groups by, indexed.
 EVENT_COLUMNS: Dict[str, str] = {
@@ -97,7 +98,7 @@ def insert_statement(kind: str, placeholder: str) -> str:
 
 
 class PayloadStore(ABC):
-    """Accepted payloads, as received. Thread-safe: the endpoint's request threads share one."""
+    """Accepted payloads and their texts. Thread-safe: the endpoint's request threads share one."""
 
     url: str  # without a password, for logs
 
