@@ -127,9 +127,13 @@ def validate_event_payload(payload: object, now: Optional[float] = None) -> List
     _check_enum(errors, payload, "type", EVENT_KINDS)
     name = payload.get("name")
     if "name" in payload and not (isinstance(name, str) and is_command_name(name)):
-        errors.append("name must be a command or skill name like 'jira:solve'")
-    elif isinstance(name, str) and len(name) > limits.NAME_MAX_CHARS:
-        errors.append(f"name must be at most {limits.NAME_MAX_CHARS} characters")
+        # is_command_name bounds the length too: say which rule was broken.
+        too_long = isinstance(name, str) and len(name) > limits.NAME_MAX_CHARS
+        errors.append(
+            f"name must be at most {limits.NAME_MAX_CHARS} characters"
+            if too_long
+            else "name must be a command or skill name like 'jira:solve'"
+        )
     _check_enum(errors, payload, "engine", (ENGINE,))
     _check_nonempty_string(errors, payload, "version", limits.VERSION_MAX_CHARS)
     _check_timestamp(errors, payload, "timestamp", now)

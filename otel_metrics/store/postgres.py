@@ -17,7 +17,9 @@ from . import PayloadStore, StoreError, create_statements, insert_statement, row
 try:
     import psycopg
 except ImportError as missing:  # the optional extra
-    raise StoreError("a postgresql:// database needs psycopg 3: pip install 'psycopg[binary]' where otel-metrics runs") from missing
+    raise StoreError(
+        "a postgresql:// database needs psycopg 3: pip install 'psycopg[binary]' where otel-metrics runs"
+    ) from missing
 
 # Serialises schema creation between endpoints starting at once (CREATE ... IF NOT EXISTS can race).
 SCHEMA_LOCK_KEY = 0x6F74656C  # "otel"
