@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any, Dict, NamedTuple, Optional
 
 from .. import spool
-from ..model import COUNT_KEYS, Event, Session, SessionAggregates
+from ..model import AGGREGATE_KEYS, Event, Session, SessionAggregates
 from ..payloads import event_payload, session_payload, validate_event_payload, validate_session_payload
 from ..transcript import Offsets
 
@@ -108,7 +108,7 @@ def session_from_record(record: Dict[str, Any]) -> Session:
         end_ns=required(record, "end_ns", int),
         version=required(record, "version", str),
         os=required(record, "os", str),
-        aggregates=SessionAggregates(**{key: required(record, key, int) for key in COUNT_KEYS}),
+        aggregates=SessionAggregates(**{key: required(record, key, int) for key in AGGREGATE_KEYS}),
         segment=required(record, "segment", int) if "segment" in record else 0,
     )
     _within_the_contract(session_payload, validate_session_payload, session)

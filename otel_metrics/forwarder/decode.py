@@ -27,7 +27,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .. import limits, schema, strict_json
-from ..model import COUNT_KEYS, ENGINE, TOKEN_KEYS, Event, Session, SessionAggregates
+from ..model import AGGREGATE_KEYS, ENGINE, TOKEN_KEYS, Event, Session, SessionAggregates
 from ..payloads import (
     event_payload,
     payload_text,
@@ -211,7 +211,7 @@ def _session_from_span(resource: Resource, span: Any) -> Tuple[Session, Dict[str
     version, os_name = _resource_identity(resource)
     attributes = _attribute_map(span.attributes)
     counts = {}
-    for key in COUNT_KEYS:
+    for key in AGGREGATE_KEYS:
         attribute = schema.SESSION_AGGREGATE_ATTRIBUTES[key]
         value = _int(attributes, attribute, default=0 if key in TOKEN_KEYS else None)
         if value < 0:
