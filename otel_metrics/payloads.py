@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import limits
 from .events import is_command_name
@@ -180,8 +180,38 @@ def validate_session_payload(payload: object, now: Optional[float] = None) -> Li
 
 
 def payload_text(payload: Dict[str, Any]) -> str:
-    """The JSON text POSTed to the endpoint: the seed's key order, ASCII."""
+    """The JSON text POSTed to the endpoint: the contract's key order, ASCII."""
     return json.dumps(payload)
+
+
+class Refused(ValueError):
+    """What the endpoint would refuse; the message says why."""
+
+
+def event_text(event: Event) -> str:
+    """The event's payload text, checked as the endpoint checks it (Refused otherwise)."""
+    return _checked_text(event_payload, validate_event_payload, event)
+
+
+def session_text(session: Session) -> str:
+    """The session's payload text, checked as the endpoint checks it (Refused otherwise)."""
+    return _checked_text(session_payload, validate_session_payload, session)
+
+
+def _checked_text(build: Callable[[Any], Dict[str, Any]], validate: Callable[[Any], List[str]], item: Any) -> str:
+    """Rendered once: the text that is checked is the text that is sent."""
+    try:
+        payload = build(item)
+        problems = validate(payload)
+    except ValueError as error:  # e.g. a timestamp outside the years 1000..9999
+        raise Refused(str(error)) from error
+    if problems:
+        raise Refused("; ".join(problems))
+    text = payload_text(payload)
+    size, most = len(text), limits.PAYLOAD_MAX_BYTES  # ASCII: characters are bytes
+    if size > most:
+        raise Refused(f"the payload would be {size} bytes, more than the endpoint takes ({most})")
+    return text
 
 
 def canonical_text(payload: Dict[str, Any]) -> str:
