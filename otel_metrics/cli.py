@@ -14,9 +14,12 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__, config
+
+if TYPE_CHECKING:
+    from .http_server import ConnectionBounds
 
 OUTBOX_FILE = "forwarder-outbox.sqlite"
 ENDPOINT_DB_FILE = "endpoint.sqlite"
@@ -129,6 +132,13 @@ def server_options(args: argparse.Namespace, names: Tuple[str, ...]) -> Dict[str
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
+def connection_bounds(args: argparse.Namespace) -> ConnectionBounds:
+    """The HTTP server's bounds from add_connection_limits' options."""
+    from .http_server import ConnectionBounds
+
+    return ConnectionBounds(**server_options(args, ConnectionBounds._fields))
+
+
 def private_files() -> None:
     """What a server writes (databases and their journals, lock and address files, their
     directories) is readable by its owner only, whatever umask it was started with."""
@@ -171,12 +181,14 @@ def run_forwarder(args: argparse.Namespace) -> int:
     metrics_url = _metrics_url(args)
     outbox = _outbox_path(args)
     tuning = ("max_body_bytes", "max_outbox_items", "workers", "timeout", "retry_initial", "retry_max")
-    options = server_options(args, (*tuning, "max_connections", "request_seconds"))
+    options = server_options(args, tuning)
     host, port = args.listen
     try:
         if args.prometheus or args.telemetry_otlp:
             options["telemetry"] = enabled(args.prometheus, args.telemetry_otlp)
-        forwarder = Forwarder(host, port, metrics_url, outbox, prometheus=args.prometheus, **options)
+        forwarder = Forwarder(
+            host, port, metrics_url, outbox, prometheus=args.prometheus, bounds=connection_bounds(args), **options
+        )
     except PrometheusUnavailable as error:
         print(f"otel-metrics forwarder: {error}", file=sys.stderr)
         return 2
@@ -250,9 +262,7 @@ def run_endpoint(args: argparse.Namespace) -> int:
     private_files()
     host, port = args.listen
     try:
-        endpoint = Endpoint(
-            host, port, endpoint_db(args.db), **server_options(args, ("max_connections", "request_seconds"))
-        )
+        endpoint = Endpoint(host, port, endpoint_db(args.db), connection_bounds(args))
     except (StoreError, ValueError) as error:
         print(f"otel-metrics endpoint: {error}", file=sys.stderr)
         return 2

@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from . import limits, strict_json
-from .http_server import (
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REQUEST_SECONDS,
-    HttpError,
-    HttpServer,
-    Request,
-    Response,
-)
+from .http_server import DEFAULT_BOUNDS, ConnectionBounds, HttpError, HttpServer, Request, Response
 from .payloads import canonical_text, validate_event_payload, validate_session_payload
 from .store import PayloadStore, StoreError, open_store
 
@@ -90,8 +83,7 @@ class Endpoint:
         host: str,
         port: int,
         db_url: str,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        request_seconds: float = DEFAULT_REQUEST_SECONDS,
+        bounds: ConnectionBounds = DEFAULT_BOUNDS,
     ) -> None:
         self.store = open_store(db_url)
         try:
@@ -102,8 +94,7 @@ class Endpoint:
                 name="otel-metrics-endpoint",
                 max_body_bytes=MAX_BODY_BYTES,
                 error_page=error_page,
-                max_connections=max_connections,
-                request_seconds=request_seconds,
+                bounds=bounds,
                 lengths_only=True,
             )
         except OSError:
@@ -111,7 +102,7 @@ class Endpoint:
             raise
 
     @property
-    def address(self) -> tuple:
+    def address(self) -> Tuple[str, int]:
         return self.server.address
 
     def start(self) -> None:

@@ -8,7 +8,7 @@ pipelining, Content-Length and chunked bodies, `Expect: 100-continue`.
 
 Bounds, each sized for a gateway with many exporters:
 - LISTEN_BACKLOG connections may wait to be accepted (socketserver's default is 5);
-- at most `max_connections` are open: at the bound a new connection closes the one
+- at most `max_connections` (ConnectionBounds) are open: at the bound a new connection closes the one
   that has been idle, else reading its request, the longest (never one being
   answered), so connections held open never starve new senders;
 - a request, head and body, must arrive within `request_seconds` of its first byte,
@@ -46,6 +46,16 @@ FD_RESERVE = 64  # descriptors kept for everything but connections (databases, l
 TEXT = "text/plain; charset=utf-8"
 
 Headers = Mapping[str, str]  # names in lower case
+
+
+class ConnectionBounds(NamedTuple):
+    """What a server's connections may hold of it (`--max-connections`, `--request-timeout`)."""
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_seconds: float = DEFAULT_REQUEST_SECONDS
+
+
+DEFAULT_BOUNDS = ConnectionBounds()
 
 
 class Request(NamedTuple):
@@ -102,8 +112,7 @@ class HttpServer:
         name: str,
         max_body_bytes: int,
         error_page: ErrorPage = plain_error,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        request_seconds: float = DEFAULT_REQUEST_SECONDS,
+        bounds: ConnectionBounds = DEFAULT_BOUNDS,
         lengths_only: bool = False,
     ) -> None:
         """lengths_only: a body must come with a Content-Length (411 for chunked or none)."""
@@ -111,8 +120,8 @@ class HttpServer:
         self.name = name
         self.max_body_bytes = max_body_bytes
         self.error_page = error_page
-        self.max_connections = _fit_descriptors(max_connections)
-        self.request_seconds = request_seconds
+        self.max_connections = _fit_descriptors(bounds.max_connections)
+        self.request_seconds = bounds.request_seconds
         self.lengths_only = lengths_only
         # Bodies of every connection in memory at once: a few of the largest, however many connect.
         self.buffer_bytes = max(64 * 1024 * 1024, 4 * max_body_bytes)

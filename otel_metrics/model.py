@@ -1,4 +1,4 @@
-"""The data model every stage of the pipeline speaks: events and sessions.
+"""The data model every stage of the pipeline speaks: events and sessions, and their rules.
 
 Hook input becomes an Event or a Session; emit.py turns them into OTel signals;
 the forwarder decodes OTLP back into the same classes; payloads.py renders them.
@@ -6,9 +6,11 @@ the forwarder decodes OTLP back into the same classes; payloads.py renders them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Dict, Optional
 
+from . import limits
 from .events import SKILL, SLASH_COMMAND
 
 ENGINE = "claude"
@@ -57,8 +59,30 @@ class SessionAggregates:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-COUNT_KEYS = tuple(f.name for f in fields(SessionAggregates))
+# Every aggregate is a count or a token sum: counts are always sent, token sums only when above zero.
+AGGREGATE_KEYS = tuple(f.name for f in fields(SessionAggregates))
 TOKEN_KEYS = ("total_input_tokens", "total_output_tokens", "cache_creation_tokens", "cache_read_tokens")
+COUNT_KEYS = tuple(key for key in AGGREGATE_KEYS if key not in TOKEN_KEYS)
+# The tools counted one by one (tool name -> its count); total_tool_calls counts them and every other tool.
+COUNTED_TOOLS: Dict[str, str] = {
+    "Bash": "bash_call_count",
+    "Read": "file_read_count",
+    "Edit": "file_edit_count",
+    "Write": "file_write_count",
+    "Grep": "grep_call_count",
+    "Glob": "glob_call_count",
+    "WebFetch": "web_fetch_call_count",
+    "WebSearch": "web_search_call_count",
+}
+
+_EXIT_REASON = re.compile(rf"[a-z][a-z0-9_]{{0,{limits.EXIT_REASON_MAX_CHARS - 1}}}")
+
+
+def normalize_exit_reason(reason: object) -> str:
+    """The hook's reason when it is a short lowercase identifier, else "other"."""
+    if isinstance(reason, str) and _EXIT_REASON.fullmatch(reason):
+        return reason
+    return "other"
 
 
 @dataclass(frozen=True)

@@ -16,40 +16,37 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import limits
 from .events import is_command_name
-from .model import COUNT_KEYS, ENGINE, EVENT_KINDS, OS_NAMES, TOKEN_KEYS, Event, Session
+from .model import (
+    COUNT_KEYS,
+    COUNTED_TOOLS,
+    ENGINE,
+    EVENT_KINDS,
+    OS_NAMES,
+    TOKEN_KEYS,
+    Event,
+    Session,
+    normalize_exit_reason,
+)
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _TIMESTAMP_FIELDS = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19))  # year, month, day, hour, minute, second
-_EXIT_REASON = re.compile(rf"[a-z][a-z0-9_]{{0,{limits.EXIT_REASON_MAX_CHARS - 1}}}")
 _MAC = re.compile(r"[0-9a-f]{64}")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 NS_PER_SECOND = 1_000_000_000
 
 EVENT_KEYS = ("type", "name", "engine", "version", "timestamp", "session_id", "user_id", "os", "mac", "prompt_length")
-SESSION_COUNT_KEYS = tuple(key for key in COUNT_KEYS if key not in TOKEN_KEYS)
 SESSION_KEYS = (
     ("session_id", "user_id", "os", "engine", "start_timestamp", "end_timestamp", "session_duration")
     + ("exit_reason", "mac")
-    + SESSION_COUNT_KEYS
+    + COUNT_KEYS
     + ("had_errors",)
 )
 SESSION_OPTIONAL_KEYS = TOKEN_KEYS  # present only when greater than zero
-# The tools counted one by one; total_tool_calls counts them and every other tool.
-TOOL_COUNT_KEYS = (
-    "bash_call_count",
-    "file_read_count",
-    "file_edit_count",
-    "file_write_count",
-    "grep_call_count",
-    "glob_call_count",
-    "web_fetch_call_count",
-    "web_search_call_count",
-)
 
 
 def mac(session_id: str, timestamp: str) -> str:
@@ -69,13 +66,6 @@ def format_timestamp(unix_seconds: int) -> str:
     if moment is None or moment.year < 1000:
         raise ValueError(f"unix time {unix_seconds} is outside the years 1000..9999")
     return moment.strftime(TIMESTAMP_FORMAT)
-
-
-def normalize_exit_reason(reason: object) -> str:
-    """The hook's reason when it is a short lowercase identifier, else "other"."""
-    if isinstance(reason, str) and _EXIT_REASON.fullmatch(reason):
-        return reason
-    return "other"
 
 
 def event_payload(event: Event) -> Dict[str, Any]:
@@ -110,7 +100,7 @@ def session_payload(session: Session) -> Dict[str, Any]:
         "exit_reason": normalize_exit_reason(session.exit_reason),
         "mac": mac(session.session_id, start),
     }
-    payload.update({key: counts[key] for key in SESSION_COUNT_KEYS})
+    payload.update({key: counts[key] for key in COUNT_KEYS})
     payload["had_errors"] = counts["tool_error_count"] > 0
     payload.update({key: counts[key] for key in TOKEN_KEYS if counts[key] > 0})
     return payload
@@ -169,10 +159,10 @@ def validate_session_payload(payload: object, now: Optional[float] = None) -> Li
     if "exit_reason" in payload and normalize_exit_reason(reason) != reason:
         errors.append("exit_reason must be a short lowercase identifier (a-z, 0-9, _)")
     _check_mac(errors, payload, "start_timestamp")
-    counts = {key: _check_int(errors, payload, key, minimum=0, maximum=limits.COUNT_MAX) for key in SESSION_COUNT_KEYS}
+    counts = {key: _check_int(errors, payload, key, minimum=0, maximum=limits.COUNT_MAX) for key in COUNT_KEYS}
     for key in SESSION_OPTIONAL_KEYS:
         _check_int(errors, payload, key, minimum=1, maximum=limits.TOKENS_MAX)  # zero is sent by leaving the key out
-    tools = [counts[key] for key in TOOL_COUNT_KEYS]
+    tools = [counts[key] for key in COUNTED_TOOLS.values()]
     total = counts["total_tool_calls"]
     if total is not None and all(count is not None for count in tools):
         tool_sum = sum(count or 0 for count in tools)
@@ -190,8 +180,38 @@ def validate_session_payload(payload: object, now: Optional[float] = None) -> Li
 
 
 def payload_text(payload: Dict[str, Any]) -> str:
-    """The JSON text POSTed to the endpoint: the seed's key order, ASCII."""
+    """The JSON text POSTed to the endpoint: the contract's key order, ASCII."""
     return json.dumps(payload)
+
+
+class Refused(ValueError):
+    """What the endpoint would refuse; the message says why."""
+
+
+def event_text(event: Event) -> str:
+    """The event's payload text, checked as the endpoint checks it (Refused otherwise)."""
+    return _checked_text(event_payload, validate_event_payload, event)
+
+
+def session_text(session: Session) -> str:
+    """The session's payload text, checked as the endpoint checks it (Refused otherwise)."""
+    return _checked_text(session_payload, validate_session_payload, session)
+
+
+def _checked_text(build: Callable[[Any], Dict[str, Any]], validate: Callable[[Any], List[str]], item: Any) -> str:
+    """Rendered once: the text that is checked is the text that is sent."""
+    try:
+        payload = build(item)
+        problems = validate(payload)
+    except ValueError as error:  # e.g. a timestamp outside the years 1000..9999
+        raise Refused(str(error)) from error
+    if problems:
+        raise Refused("; ".join(problems))
+    text = payload_text(payload)
+    size, most = len(text), limits.PAYLOAD_MAX_BYTES  # ASCII: characters are bytes
+    if size > most:
+        raise Refused(f"the payload would be {size} bytes, more than the endpoint takes ({most})")
+    return text
 
 
 def canonical_text(payload: Dict[str, Any]) -> str:

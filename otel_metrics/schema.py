@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from .model import COUNT_KEYS
+from .model import AGGREGATE_KEYS
 
 # Instrumentation scope shared by the meter and the tracer.
 SCOPE_NAME = "otel_metrics"
@@ -45,7 +45,7 @@ SESSION_SEGMENT = "plugin_usage.session.segment"
 
 # Aggregate attribute per SessionAggregates field. Tokens use the GenAI
 # semantic conventions so they line up with other GenAI telemetry.
-SESSION_AGGREGATE_ATTRIBUTES: Dict[str, str] = {key: f"plugin_usage.session.{key}" for key in COUNT_KEYS}
+SESSION_AGGREGATE_ATTRIBUTES: Dict[str, str] = {key: f"plugin_usage.session.{key}" for key in AGGREGATE_KEYS}
 SESSION_AGGREGATE_ATTRIBUTES.update(
     {
         "total_input_tokens": "gen_ai.usage.input_tokens",

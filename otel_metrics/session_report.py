@@ -10,8 +10,7 @@ import os
 from typing import Optional
 
 from . import __version__, config
-from .model import Session
-from .payloads import normalize_exit_reason
+from .model import Session, normalize_exit_reason
 from .transcript import TranscriptSummary, summarize
 
 

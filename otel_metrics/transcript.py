@@ -43,7 +43,7 @@ from typing import AbstractSet, Any, BinaryIO, Callable, Dict, Iterator, List, M
 
 from . import limits
 from .fastjson import loads
-from .model import SessionAggregates
+from .model import COUNTED_TOOLS, SessionAggregates
 from .transcript_files import subagent_folder, subagent_names
 
 log = logging.getLogger("otel_metrics.transcript")
@@ -58,17 +58,6 @@ NOT_A_PROMPT_PREFIXES = (
     "This session is being continued",
 )
 SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's own stand-in messages (errors, interruptions)
-# tool_use name -> SessionAggregates field
-TOOL_COUNT_FIELDS = {
-    "Bash": "bash_call_count",
-    "Read": "file_read_count",
-    "Edit": "file_edit_count",
-    "Write": "file_write_count",
-    "Grep": "grep_call_count",
-    "Glob": "glob_call_count",
-    "WebFetch": "web_fetch_call_count",
-    "WebSearch": "web_search_call_count",
-}
 # usage keys, in the order of TokenCounts
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 TokenCounts = Tuple[int, int, int, int]
@@ -347,7 +336,7 @@ class _Tally:
         self.assistant_messages_without_id = 0
         self.tool_use_ids: Set[str] = set()
         self.tool_calls = 0
-        self.tool_counts: Dict[str, int] = dict.fromkeys(TOOL_COUNT_FIELDS.values(), 0)
+        self.tool_counts: Dict[str, int] = dict.fromkeys(COUNTED_TOOLS.values(), 0)
         self.error_tool_use_ids: Set[str] = set()
         self.errors_without_id = 0
         # (message.id, requestId) -> (sum, counts) of the biggest usage seen, first on ties
@@ -446,8 +435,8 @@ class _Tally:
             self.tool_use_ids.add(block_id)
         self.tool_calls += 1
         name = block.get("name")
-        if type(name) is str and name in TOOL_COUNT_FIELDS:
-            self.tool_counts[TOOL_COUNT_FIELDS[name]] += 1
+        if type(name) is str and name in COUNTED_TOOLS:
+            self.tool_counts[COUNTED_TOOLS[name]] += 1
 
     def _add_usage(self, message_id: Optional[str], request_id: object, usage: object) -> None:
         counts = _token_counts(usage)

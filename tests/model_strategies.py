@@ -7,8 +7,17 @@ import time
 from hypothesis import strategies as st
 
 from otel_metrics import limits
-from otel_metrics.model import COUNT_KEYS, EVENT_KINDS, OS_NAMES, TOKEN_KEYS, Event, Session, SessionAggregates
-from otel_metrics.payloads import NS_PER_SECOND, TOOL_COUNT_KEYS
+from otel_metrics.model import (
+    AGGREGATE_KEYS,
+    COUNTED_TOOLS,
+    EVENT_KINDS,
+    OS_NAMES,
+    TOKEN_KEYS,
+    Event,
+    Session,
+    SessionAggregates,
+)
+from otel_metrics.payloads import NS_PER_SECOND
 
 SEGMENT = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True)
 COMMAND_NAMES = st.lists(SEGMENT, min_size=1, max_size=3).map(":".join)
@@ -39,13 +48,13 @@ def events() -> st.SearchStrategy[Event]:
 @st.composite
 def aggregates(draw: st.DrawFn) -> SessionAggregates:
     """Bounded counts; the per-tool counts fit in total_tool_calls."""
-    per_tool = limits.COUNT_MAX // len(TOOL_COUNT_KEYS)
+    per_tool = limits.COUNT_MAX // len(COUNTED_TOOLS)
     values = {
         key: draw(st.integers(0, limits.TOKENS_MAX if key in TOKEN_KEYS else per_tool))
-        for key in COUNT_KEYS
+        for key in AGGREGATE_KEYS
         if key != "total_tool_calls"
     }
-    tools = sum(values[key] for key in TOOL_COUNT_KEYS)
+    tools = sum(values[key] for key in COUNTED_TOOLS.values())
     values["total_tool_calls"] = draw(st.integers(tools, limits.COUNT_MAX))
     return SessionAggregates(**values)
 

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
 
 from otel_metrics import limits
-from otel_metrics.model import SessionAggregates
+from otel_metrics.model import COUNTED_TOOLS, SessionAggregates
 from otel_metrics.transcript import (
     NOT_A_PROMPT_PREFIXES,
     SYNTHETIC_MODEL,
-    TOOL_COUNT_FIELDS,
     USAGE_KEYS,
     TranscriptSummary,
     parse_timestamp_ns,
@@ -111,7 +110,7 @@ def naive_summarize(path: Union[str, os.PathLike]) -> TranscriptSummary:
         total_output_tokens=max(tokens[1], 0),
         cache_creation_tokens=max(tokens[2], 0),
         cache_read_tokens=max(tokens[3], 0),
-        **{field: names.count(name) for name, field in TOOL_COUNT_FIELDS.items()},
+        **{field: names.count(name) for name, field in COUNTED_TOOLS.items()},
     )
     return TranscriptSummary(session_id, start_ns, end_ns, aggregates, skipped)
 

@@ -12,7 +12,8 @@ import pytest
 from servers import run_cli
 
 from otel_metrics.cli import listen_address
-from otel_metrics.payloads import SESSION_COUNT_KEYS, format_timestamp, mac
+from otel_metrics.model import COUNT_KEYS
+from otel_metrics.payloads import format_timestamp, mac
 
 USER = "550e8400-e29b-41d4-a716-446655440000"
 
@@ -40,7 +41,7 @@ def test_a_transcript_without_session_id_or_times_is_named_by_its_file(tmp_path:
         "session_duration": 0,
         "exit_reason": "other",
         "mac": mac("3c5e1b0a-session", now),
-        **{key: 0 for key in SESSION_COUNT_KEYS},
+        **{key: 0 for key in COUNT_KEYS},
         "had_errors": False,
     }
     assert payload["os"] in ("darwin", "linux", "windows")

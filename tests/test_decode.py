@@ -46,9 +46,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from otel_metrics import limits, schema
 from otel_metrics.emit import events_to_metrics, sessions_to_spans
-from otel_metrics.forwarder.decode import JSON, PROTOBUF, events_from_metrics, parse, sessions_from_traces
+from otel_metrics.forwarder.decode import events_from_metrics, sessions_from_traces
 from otel_metrics.forwarder.outbox import Outbox
 from otel_metrics.forwarder.receiver import OtlpReceiver
+from otel_metrics.forwarder.wire import JSON, PROTOBUF, parse
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import event_payload, session_payload
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 from servers import raw_exchange, read_until_closed, wait_for
 
-from otel_metrics.http_server import HttpServer, Request, Response, text_response
+from otel_metrics.http_server import ConnectionBounds, HttpServer, Request, Response, text_response
 
 
 def echo(request: Request) -> Response:
@@ -155,7 +155,7 @@ def test_a_client_that_stops_sending_still_gets_its_answer(server: HttpServer) -
 def test_a_request_must_arrive_within_its_deadline_however_it_trickles(
     start_server: Callable[..., HttpServer],
 ) -> None:
-    server = start_server(request_seconds=0.5)
+    server = start_server(bounds=ConnectionBounds(request_seconds=0.5))
     with connect(server) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\n")
         started = time.monotonic()
@@ -172,7 +172,7 @@ def test_a_request_must_arrive_within_its_deadline_however_it_trickles(
 
 
 def test_at_the_bound_a_new_connection_closes_the_idlest(start_server: Callable[..., HttpServer]) -> None:
-    server = start_server(max_connections=3)
+    server = start_server(bounds=ConnectionBounds(max_connections=3))
     idle = connect(server)
     idle.sendall(b"GET / HTTP/1.1\r\n\r\n")
     read_answer(idle)  # answered, now idle between requests
@@ -203,7 +203,7 @@ def test_connections_being_answered_are_never_closed_to_make_room(start_server: 
         release.wait(10)
         return text_response(200, "done")
 
-    server = start_server(max_connections=1, handle=held)
+    server = start_server(bounds=ConnectionBounds(max_connections=1), handle=held)
     busy = connect(server)
     busy.sendall(b"GET / HTTP/1.1\r\n\r\n")
     wait_for(lambda: server.open_connections == 1)

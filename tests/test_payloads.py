@@ -16,7 +16,6 @@ from otel_metrics.payloads import (
     event_payload,
     format_timestamp,
     mac,
-    normalize_exit_reason,
     session_payload,
     validate_event_payload,
     validate_session_payload,
@@ -180,26 +179,6 @@ def test_session_payload_leaves_out_zero_tokens_and_sets_had_errors_from_tool_er
         "web_search_call_count": 0,
         "had_errors": False,
     }
-
-
-@pytest.mark.parametrize(
-    "reason, expected",
-    [
-        ("clear", "clear"),
-        ("prompt_input_exit", "prompt_input_exit"),
-        ("bypass_permissions_disabled", "bypass_permissions_disabled"),
-        ("Clear", "other"),
-        ("", "other"),
-        ("has space", "other"),
-        ("9lives", "other"),
-        ("x" * 33, "other"),
-        ("/home/alice/secret", "other"),
-        (None, "other"),
-        (3, "other"),
-    ],
-)
-def test_exit_reason_is_kept_only_when_a_short_lowercase_identifier(reason: object, expected: str) -> None:
-    assert normalize_exit_reason(reason) == expected
 
 
 @given(events())

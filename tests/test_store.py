@@ -15,7 +15,8 @@ import requests
 from servers import EndpointProcess, PostgresServer, free_port, postgres_bindir, require, wait_for
 from test_endpoint import EVENT, SESSION
 
-from otel_metrics.payloads import SESSION_COUNT_KEYS, canonical_text, mac
+from otel_metrics.model import COUNT_KEYS
+from otel_metrics.payloads import canonical_text, mac
 from otel_metrics.store import COLUMNS, PayloadStore, StoreError, open_store
 from otel_metrics.store.sqlite import SqliteStore
 
@@ -59,7 +60,7 @@ def test_the_report_columns_hold_the_payload_fields(store: PayloadStore) -> None
     ]
     columns = [c for c in COLUMNS["sessions"] if c != "had_errors"]
     [row] = store.select(f"SELECT {', '.join(columns)}, CASE WHEN had_errors THEN 1 ELSE 0 END FROM sessions")
-    expected = {**{key: SESSION[key] for key in SESSION_COUNT_KEYS}, "user_id": None, "exit_reason": "logout"}
+    expected = {**{key: SESSION[key] for key in COUNT_KEYS}, "user_id": None, "exit_reason": "logout"}
     expected.update(started_at="2025-10-30T12:00:00Z", day="2025-10-30", session_duration=600)
     # Token sums the payload leaves out (zero) are 0, the one it has is kept.
     expected.update(total_input_tokens=0, total_output_tokens=512, cache_creation_tokens=0, cache_read_tokens=0)

@@ -40,10 +40,9 @@ from transcript_entries import (
 
 from otel_metrics import limits
 from otel_metrics import transcript as transcript_module
-from otel_metrics.model import COUNT_KEYS, SessionAggregates
+from otel_metrics.model import AGGREGATE_KEYS, COUNTED_TOOLS, SessionAggregates
 from otel_metrics.transcript import (
     NOT_A_PROMPT_PREFIXES,
-    TOOL_COUNT_FIELDS,
     USAGE_KEYS,
     Offsets,
     Segment,
@@ -421,13 +420,13 @@ def test_tool_calls_are_distinct_tool_use_blocks_of_every_file(tmp_path: Path) -
     }
 
 
-@pytest.mark.parametrize("name", sorted(TOOL_COUNT_FIELDS))
+@pytest.mark.parametrize("name", sorted(COUNTED_TOOLS))
 def test_each_counted_tool_name_is_matched_exactly(tmp_path: Path, name: str) -> None:
     blocks = [tool_use(f"{name}-1", name), tool_use(f"{name}-2", name.lower()), tool_use(f"{name}-3", name + " ")]
     assert counts(tmp_path, [answer("m1", *blocks)]) == {
         "assistant_message_count": 1,
         "total_tool_calls": 3,
-        TOOL_COUNT_FIELDS[name]: 1,
+        COUNTED_TOOLS[name]: 1,
     }
 
 
@@ -596,7 +595,7 @@ TEXT = st.one_of(
     st.sampled_from(NOT_A_PROMPT_PREFIXES).map(lambda p: "  " + p + " more"),
     st.text(max_size=8),
 )
-TOOL_NAME = st.sampled_from(sorted(TOOL_COUNT_FIELDS) + ["Task", "bash", None])
+TOOL_NAME = st.sampled_from(sorted(COUNTED_TOOLS) + ["Task", "bash", None])
 
 
 def _block(kind: str, **fields: object) -> Dict[str, object]:
@@ -963,7 +962,7 @@ def test_compaction_writes_no_prompt_and_no_turn(tmp_path: Path) -> None:
         {"user_message_count": 1, "turn_count": 1, "assistant_message_count": 1},
     ]  # fmt: skip
     whole = summarize(transcript).aggregates.as_dict()
-    assert {key: sum(aggregates_of(run).get(key, 0) for run in runs) for key in COUNT_KEYS} == whole
+    assert {key: sum(aggregates_of(run).get(key, 0) for run in runs) for key in AGGREGATE_KEYS} == whole
 
 
 # Offsets as stored
@@ -1031,7 +1030,7 @@ def _as_written_by_one_run(line: Line, run: int) -> Line:
 
 
 def _sum_of(segments: Sequence[Segment]) -> Dict[str, int]:
-    return {key: sum(getattr(s.summary.aggregates, key) for s in segments) for key in COUNT_KEYS}
+    return {key: sum(getattr(s.summary.aggregates, key) for s in segments) for key in AGGREGATE_KEYS}
 
 
 RUN = st.tuples(st.lists(LINE, max_size=12), st.lists(st.lists(LINE, max_size=5), min_size=2, max_size=2))
@@ -1084,7 +1083,7 @@ def test_segments_cut_at_any_entry_boundary_add_up(
         transcript = _written(tmp, main, subagents)
         whole = summarize(transcript).aggregates.as_dict()
         total = _sum_of(_segments(transcript, data.draw(cut_points(transcript, data.draw(st.integers(1, 4))))))
-    for key in COUNT_KEYS:
+    for key in AGGREGATE_KEYS:
         if ids_per_entry or key in ("user_message_count", "turn_count"):
             assert total[key] == whole[key], key
         elif key not in TOKEN_SUM_KEYS:

@@ -9,11 +9,11 @@ from it (see Exporter._queue_session).
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from .. import spool
-from ..model import COUNT_KEYS, Event, Session, SessionAggregates
-from ..payloads import event_payload, session_payload, validate_event_payload, validate_session_payload
+from ..model import AGGREGATE_KEYS, Event, Session, SessionAggregates
+from ..payloads import Refused, event_text, session_text
 from ..transcript import Offsets
 
 
@@ -44,18 +44,16 @@ def event_from_record(record: Dict[str, Any], user_id: Optional[str]) -> Event:
         version=required(record, "version", str),
         os=required(record, "os", str),
     )
-    _within_the_contract(event_payload, validate_event_payload, event)
+    _within_the_contract(event_text, event)
     return event
 
 
-def _within_the_contract(build: Any, validate: Any, item: Any) -> None:
+def _within_the_contract(render: Callable[[Any], str], item: Any) -> None:
     """What the endpoint would refuse is not sent: it would only come back refused."""
     try:
-        problems = validate(build(item))
-    except ValueError as error:
-        problems = [str(error)]
-    if problems:
-        raise BadRecord("; ".join(problems))
+        render(item)
+    except Refused as problem:
+        raise BadRecord(str(problem)) from problem
 
 
 class SegmentEnd(NamedTuple):
@@ -108,8 +106,8 @@ def session_from_record(record: Dict[str, Any]) -> Session:
         end_ns=required(record, "end_ns", int),
         version=required(record, "version", str),
         os=required(record, "os", str),
-        aggregates=SessionAggregates(**{key: required(record, key, int) for key in COUNT_KEYS}),
+        aggregates=SessionAggregates(**{key: required(record, key, int) for key in AGGREGATE_KEYS}),
         segment=required(record, "segment", int) if "segment" in record else 0,
     )
-    _within_the_contract(session_payload, validate_session_payload, session)
+    _within_the_contract(session_text, session)
     return session

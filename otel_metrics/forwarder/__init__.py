@@ -1,7 +1,8 @@
 """The forwarder: OTLP/HTTP in, legacy JSON payloads out to <metrics-url>/events and /sessions.
 
-receiver.py answers OTLP exporters (the collector) and health checks, decode.py
-turns OTLP into events and sessions, outbox.py keeps their payloads durably,
+receiver.py answers OTLP exporters (the collector) and health checks on the
+routes of routes.py, in the wire format of wire.py; decode.py turns OTLP into
+events and sessions and their payloads; outbox.py keeps the payloads durably,
 delivery.py posts them (http_client.py: one keep-alive connection per worker),
 dead_letters.py lists and replays what the endpoint refused, telemetry.py
 counts it all.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..backoff import Backoff
-from ..http_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_SECONDS
+from ..http_server import DEFAULT_BOUNDS, ConnectionBounds
 from .delivery import DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_WORKERS, Delivery
 from .outbox import DEFAULT_MAX_ITEMS, Outbox
 from .receiver import DEFAULT_MAX_BODY_BYTES, Checks, OtlpReceiver
@@ -46,8 +47,7 @@ class Forwarder:
         timeout: float = DEFAULT_TIMEOUT,
         telemetry: Optional[Telemetry] = None,
         prometheus: bool = False,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        request_seconds: float = DEFAULT_REQUEST_SECONDS,
+        bounds: ConnectionBounds = DEFAULT_BOUNDS,
     ) -> None:
         self.telemetry = telemetry or disabled()
         self.outbox = Outbox(outbox_path, max_items=max_outbox_items)
@@ -62,8 +62,7 @@ class Forwarder:
                 self.telemetry,
                 self.readiness,
                 prometheus,
-                max_connections,
-                request_seconds,
+                bounds,
             )
         except BaseException:
             self.outbox.close()
@@ -77,7 +76,7 @@ class Forwarder:
         )
 
     @property
-    def address(self) -> tuple:
+    def address(self) -> Tuple[str, int]:
         return self.server.address
 
     def start(self) -> None:

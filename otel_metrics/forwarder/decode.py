@@ -1,48 +1,31 @@
 """OTLP export requests -> events and sessions: the exact inverse of emit.py.
 
-Messages are parsed by opentelemetry-proto (protobuf) and protobuf's json_format
-(OTLP/JSON), never by hand. A point or span that names our metric or span but is
-malformed is rejected alone (OTLP partial success); the rest of the request stands.
+A point or span that names our metric or span but is malformed, or whose legacy
+payload the endpoint would refuse, is rejected alone (OTLP partial success); the
+rest of the request stands. Each item's payload text is rendered here, once
+(payloads.py), and is what the outbox keeps.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Dict, Iterable, List, Optional, Tuple
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
-from google.rpc import status_pb2
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric, NumberDataPoint
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from .. import limits, schema, strict_json
-from ..model import COUNT_KEYS, ENGINE, TOKEN_KEYS, Event, Session, SessionAggregates
-from ..payloads import (
-    event_payload,
-    payload_text,
-    session_payload,
-    validate_event_payload,
-    validate_session_payload,
-)
+from .. import limits, schema
+from ..model import AGGREGATE_KEYS, ENGINE, TOKEN_KEYS, Event, Session, SessionAggregates
+from ..payloads import Refused, event_text, session_text
 
-PROTOBUF = "protobuf"
-JSON = "json"
 MAX_ERRORS_REPORTED = 10  # in one partial-success message
-
-
-class BadRequest(ValueError):
-    """The body is not an OTLP export request at all (the whole request fails)."""
+EVENTS = "events"  # the endpoint's paths, as the outbox keeps them
+SESSIONS = "sessions"
 
 
 class Malformed(ValueError):
@@ -57,13 +40,11 @@ class Decoded:
     count, and becomes n payloads only as the outbox writes them.
     """
 
-    event_points: List[Tuple[Event, int, Dict[str, Any]]] = field(default_factory=list)  # (event, count, payload)
-    sessions: List[Session] = field(default_factory=list)
+    event_points: List[Tuple[Event, int, str]] = field(default_factory=list)  # (event, count, payload text)
+    session_payloads: List[Tuple[Session, str]] = field(default_factory=list)  # (session, payload text)
     rejected: int = 0  # data points or spans that named ours but were malformed
     errors: List[str] = field(default_factory=list)
     ignored: int = 0  # other metrics and spans (not ours): accepted and dropped
-    # The legacy payload of each session, built once (when it was checked).
-    session_payloads: List[Dict[str, Any]] = field(default_factory=list)
 
     def reject(self, where: str, problem: str) -> None:
         self.rejected += 1
@@ -78,10 +59,14 @@ class Decoded:
     def event_count(self) -> int:
         return sum(count for _, count, _ in self.event_points)
 
-    def payloads(self) -> List[Tuple[str, Dict[str, Any], int]]:
-        """(endpoint name, legacy payload, copies) in request order, events first."""
-        return [("events", p, count) for _, count, p in self.event_points if count] + [
-            ("sessions", p, 1) for p in self.session_payloads
+    @property
+    def sessions(self) -> List[Session]:
+        return [session for session, _ in self.session_payloads]
+
+    def payloads(self) -> List[Tuple[str, str, int]]:
+        """(endpoint path, payload text, copies) in request order, events first: what the outbox adds."""
+        return [(EVENTS, text, count) for _, count, text in self.event_points if count] + [
+            (SESSIONS, text, 1) for _, text in self.session_payloads
         ]
 
     def payload_count(self) -> int:
@@ -91,34 +76,6 @@ class Decoded:
         shown = "; ".join(self.errors[:MAX_ERRORS_REPORTED])
         more = len(self.errors) - MAX_ERRORS_REPORTED
         return shown + (f"; and {more} more" if more > 0 else "")
-
-
-def parse(message_class: Type[Message], body: bytes, encoding: str) -> Message:
-    message = message_class()
-    try:
-        if encoding == PROTOBUF:
-            message.ParseFromString(body)
-        else:
-            document = strict_json.loads(body)
-            if not isinstance(document, dict):  # json_format would take `[]` for an empty message
-                raise ValueError("the JSON body must be an object")
-            # OTLP/JSON writes trace and span ids in hex where proto3 JSON wants
-            # base64; both are valid base64 text, and the ids are not used here.
-            json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except (DecodeError, json_format.ParseError, ValueError, RecursionError) as error:
-        raise BadRequest(f"not an OTLP/{encoding} {message_class.__name__}: {error}") from error
-    return message
-
-
-def serialize(message: Message, encoding: str) -> bytes:
-    if encoding == PROTOBUF:
-        return message.SerializeToString()
-    return json_format.MessageToJson(message, indent=None).encode("utf-8")
-
-
-def status(code: int, text: str) -> status_pb2.Status:
-    """The body of an OTLP/HTTP error response (google.rpc.Status)."""
-    return status_pb2.Status(code=code, message=text)
 
 
 # Metrics -> events.
@@ -136,7 +93,7 @@ def events_from_metrics(request: ExportMetricsServiceRequest) -> Decoded:
     return decoded
 
 
-def _decode_event_metric(decoded: Decoded, resource: Resource, metric: Any) -> None:
+def _decode_event_metric(decoded: Decoded, resource: Resource, metric: Metric) -> None:
     kind = metric.WhichOneof("data")
     if kind != "sum" or metric.sum.aggregation_temporality != AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA:
         points = getattr(metric, kind).data_points if kind else []
@@ -146,17 +103,19 @@ def _decode_event_metric(decoded: Decoded, resource: Resource, metric: Any) -> N
         return
     for index, point in enumerate(metric.sum.data_points):
         try:
-            event, count, payload = _event_from_point(resource, point)
-        except Malformed as problem:
+            event = _event_from_point(resource, point)
+            text = event_text(event)
+            count = _event_count(point)
+        except (Malformed, Refused) as problem:
             decoded.reject(f"{schema.EVENT_METRIC} data point {index}", str(problem))
             continue
-        decoded.event_points.append((event, count, payload))  # n identical events stay n events
+        decoded.event_points.append((event, count, text))  # n identical events stay n events
 
 
-def _event_from_point(resource: Resource, point: Any) -> Tuple[Event, int, Dict[str, Any]]:
+def _event_from_point(resource: Resource, point: NumberDataPoint) -> Event:
     version, os_name = _resource_identity(resource)
     attributes = _attribute_map(point.attributes)
-    event = Event(
+    return Event(
         kind=_string(attributes, schema.EVENT_TYPE),
         name=_string(attributes, schema.EVENT_NAME),
         prompt_length=_int(attributes, schema.EVENT_PROMPT_LENGTH),
@@ -166,11 +125,9 @@ def _event_from_point(resource: Resource, point: Any) -> Tuple[Event, int, Dict[
         version=version,
         os=os_name,
     )
-    payload = _checked_payload(event_payload, validate_event_payload, event)
-    return event, _event_count(point), payload
 
 
-def _event_count(point: Any) -> int:
+def _event_count(point: NumberDataPoint) -> int:
     which = point.WhichOneof("value")
     if which == "as_int":
         value = point.as_int
@@ -198,20 +155,20 @@ def sessions_from_traces(request: ExportTraceServiceRequest) -> Decoded:
                     decoded.ignored += 1
                     continue
                 try:
-                    session, payload = _session_from_span(resource_spans.resource, span)
-                except Malformed as problem:
+                    session = _session_from_span(resource_spans.resource, span)
+                    text = session_text(session)
+                except (Malformed, Refused) as problem:
                     decoded.reject(f"{schema.SESSION_SPAN} span", str(problem))
                     continue
-                decoded.sessions.append(session)
-                decoded.session_payloads.append(payload)
+                decoded.session_payloads.append((session, text))
     return decoded
 
 
-def _session_from_span(resource: Resource, span: Any) -> Tuple[Session, Dict[str, Any]]:
+def _session_from_span(resource: Resource, span: Span) -> Session:
     version, os_name = _resource_identity(resource)
     attributes = _attribute_map(span.attributes)
     counts = {}
-    for key in COUNT_KEYS:
+    for key in AGGREGATE_KEYS:
         attribute = schema.SESSION_AGGREGATE_ATTRIBUTES[key]
         value = _int(attributes, attribute, default=0 if key in TOKEN_KEYS else None)
         if value < 0:
@@ -222,7 +179,7 @@ def _session_from_span(resource: Resource, span: Any) -> Tuple[Session, Dict[str
     segment = _int(attributes, schema.SESSION_SEGMENT, default=0)  # senders before segments: a first run
     if segment < 0:
         raise Malformed(f"attribute {schema.SESSION_SEGMENT} must not be negative")
-    session = Session(
+    return Session(
         session_id=_string(attributes, schema.SESSION_ID),
         user_id=_optional_string(attributes, schema.USER_ID),
         exit_reason=_string(attributes, schema.SESSION_EXIT_REASON),
@@ -233,7 +190,6 @@ def _session_from_span(resource: Resource, span: Any) -> Tuple[Session, Dict[str
         aggregates=SessionAggregates(**counts),
         segment=segment,
     )
-    return session, _checked_payload(session_payload, validate_session_payload, session)
 
 
 # Attributes.
@@ -251,11 +207,11 @@ def _resource_identity(resource: Resource) -> Tuple[str, str]:
     )
 
 
-def _attribute_map(key_values: List[KeyValue]) -> Dict[str, Any]:
+def _attribute_map(key_values: Iterable[KeyValue]) -> Dict[str, AnyValue]:
     return {kv.key: kv.value for kv in key_values}
 
 
-def _string(attributes: Dict[str, Any], key: str, what: str = "attribute") -> str:
+def _string(attributes: Dict[str, AnyValue], key: str, what: str = "attribute") -> str:
     value = attributes.get(key)
     if value is None:
         raise Malformed(f"missing {what} {key}")
@@ -264,11 +220,11 @@ def _string(attributes: Dict[str, Any], key: str, what: str = "attribute") -> st
     return value.string_value
 
 
-def _optional_string(attributes: Dict[str, Any], key: str) -> Optional[str]:
+def _optional_string(attributes: Dict[str, AnyValue], key: str) -> Optional[str]:
     return _string(attributes, key) if key in attributes else None
 
 
-def _int(attributes: Dict[str, Any], key: str, default: Optional[int] = None) -> int:
+def _int(attributes: Dict[str, AnyValue], key: str, default: Optional[int] = None) -> int:
     value = attributes.get(key)
     if value is None:
         if default is None:
@@ -277,53 +233,3 @@ def _int(attributes: Dict[str, Any], key: str, default: Optional[int] = None) ->
     if value.WhichOneof("value") != "int_value":
         raise Malformed(f"attribute {key} must be an integer")
     return value.int_value
-
-
-def _checked_payload(
-    build: Callable[[Any], Dict[str, Any]], validate: Callable[[Any], List[str]], item: Any
-) -> Dict[str, Any]:
-    """The item's payload; refuse here what the endpoint would refuse later, so the sender hears about it."""
-    try:
-        payload = build(item)
-        problems = validate(payload)
-    except ValueError as error:  # e.g. a timestamp outside the years 1000..9999
-        raise Malformed(str(error)) from error
-    if problems:
-        raise Malformed("; ".join(problems))
-    size = len(payload_text(payload))  # ASCII: characters are bytes
-    if size > limits.PAYLOAD_MAX_BYTES:
-        raise Malformed(f"the payload would be {size} bytes, more than the endpoint takes ({limits.PAYLOAD_MAX_BYTES})")
-    return payload
-
-
-# The OTLP/HTTP paths we serve.
-
-
-@dataclass(frozen=True)
-class Signal:
-    path: str
-    request: Type[Message]
-    response: Type[Message]
-    rejected_field: str  # of the response's partial_success
-    decode: Callable[[Any], Decoded]
-
-    def response_for(self, decoded: Decoded) -> Message:
-        """Empty on full success; partial_success filled when something was rejected."""
-        response = self.response()
-        if decoded.errors:
-            setattr(response.partial_success, self.rejected_field, decoded.rejected)
-            response.partial_success.error_message = decoded.error_message()
-        return response
-
-
-METRICS = Signal(
-    "/v1/metrics",
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-    "rejected_data_points",
-    events_from_metrics,
-)
-TRACES = Signal(
-    "/v1/traces", ExportTraceServiceRequest, ExportTraceServiceResponse, "rejected_spans", sessions_from_traces
-)
-SIGNALS = {signal.path: signal for signal in (METRICS, TRACES)}

@@ -22,23 +22,16 @@ import logging
 import threading
 import time
 import zlib
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from google.protobuf.message import Message
 
-from ..http_server import (
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REQUEST_SECONDS,
-    HttpError,
-    HttpServer,
-    Request,
-    Response,
-    text_response,
-)
-from ..payloads import payload_text
-from .decode import JSON, PROTOBUF, SIGNALS, BadRequest, Signal, parse, serialize, status
+from ..http_server import DEFAULT_BOUNDS, ConnectionBounds, HttpError, HttpServer, Request, Response, text_response
+from .decode import EVENTS, SESSIONS
 from .outbox import Outbox, OutboxUnavailable
+from .routes import ROUTES, Route
 from .telemetry import KINDS, Telemetry, disabled, prometheus_text
+from .wire import CONTENT_TYPES, BadRequest, encoding_of, parse, serialize, status
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +43,6 @@ MAX_PAYLOADS_PER_REQUEST = 100_000
 # Gzip members in one body: exporters send one; each costs a decompressor, so they are bounded.
 GZIP_MAX_MEMBERS = 64
 GZIP_FEED_BYTES = 64 * 1024  # compressed bytes given to a decompressor at a time
-MEDIA_TYPES = {"application/x-protobuf": PROTOBUF, "application/protobuf": PROTOBUF, "application/json": JSON}
-# google.rpc.Code for the Status body of each error status (UNKNOWN for others).
-RPC_CODES = {
-    400: 3,  # INVALID_ARGUMENT
-    408: 4,  # DEADLINE_EXCEEDED
-    411: 3,
-    413: 8,  # RESOURCE_EXHAUSTED
-    415: 12,  # UNIMPLEMENTED
-    417: 3,
-    431: 8,
-    500: 13,  # INTERNAL
-    501: 12,
-    503: 14,  # UNAVAILABLE
-    505: 12,
-}
-
 Checks = Dict[str, str]  # readiness check -> "ok" or what is wrong
 
 
@@ -81,8 +58,7 @@ class OtlpReceiver:
         telemetry: Optional[Telemetry] = None,
         readiness: Callable[[], Checks] = dict,
         prometheus: bool = False,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        request_seconds: float = DEFAULT_REQUEST_SECONDS,
+        bounds: ConnectionBounds = DEFAULT_BOUNDS,
     ) -> None:
         self.outbox = outbox
         self.max_body_bytes = max_body_bytes
@@ -100,8 +76,7 @@ class OtlpReceiver:
             name="otel-metrics-forwarder",
             max_body_bytes=max_body_bytes,
             error_page=self.error_page,
-            max_connections=max_connections,
-            request_seconds=request_seconds,
+            bounds=bounds,
         )
         self.address = self.http.address
 
@@ -164,9 +139,9 @@ class OtlpReceiver:
         return text_response(404, f"nothing at {path}; OTLP is POST /v1/metrics and /v1/traces")
 
     def _post(self, request: Request) -> Response:
-        signal = SIGNALS.get(request.path)
-        encoding = MEDIA_TYPES.get(_media_type(request))
-        if signal is None:
+        route = ROUTES.get(request.path)
+        encoding = _encoding(request)
+        if route is None:
             return text_response(404, f"no OTLP signal at {request.path}; use /v1/metrics or /v1/traces")
         if encoding is None:
             return text_response(415, "Content-Type must be application/x-protobuf or application/json")
@@ -174,7 +149,7 @@ class OtlpReceiver:
             if not self.accepting:
                 raise HttpError(503, "the forwarder is shutting down", close=True)
             body = _decompress(request.body, request.headers.get("content-encoding"), self.max_body_bytes)
-            response = self._accept(signal, body, encoding)
+            response = self._accept(route, body, encoding)
         except HttpError as error:
             if error.status >= 500:
                 log.debug("HTTP %d: %s", error.status, error)
@@ -183,9 +158,9 @@ class OtlpReceiver:
             return _status_response(error, encoding)
         return _otlp_response(200, serialize(response, encoding), encoding)
 
-    def _accept(self, signal: Signal, body: bytes, encoding: str) -> Message:
+    def _accept(self, route: Route, body: bytes, encoding: str) -> Message:
         try:
-            decoded = signal.decode(parse(signal.request, body, encoding))
+            decoded = route.decode(parse(route.request, body, encoding))
         except BadRequest as error:
             raise HttpError(400, str(error)) from error
         count = decoded.payload_count()
@@ -194,42 +169,41 @@ class OtlpReceiver:
                 413, f"the request holds {count} payloads, more than {MAX_PAYLOADS_PER_REQUEST}; send smaller batches"
             )
         try:
-            self.outbox.add([(path, payload_text(p), copies) for path, p, copies in decoded.payloads()])
+            self.outbox.add(decoded.payloads())
         except OutboxUnavailable as error:
-            log.error("answering 503 to %s: %s", signal.path, error)
+            log.error("answering 503 to %s: %s", route.path, error)
             raise HttpError(503, str(error)) from error
-        for path, received in (("events", decoded.event_count), ("sessions", len(decoded.sessions))):
+        for path, received in ((EVENTS, decoded.event_count), (SESSIONS, len(decoded.session_payloads))):
             if received:
                 self.telemetry.received.add(received, KINDS[path])
         if decoded.errors:
-            log.warning("%s: rejected %d: %s", signal.path, decoded.rejected, decoded.error_message())
-        log.debug("%s: queued %d payloads, ignored %d other items", signal.path, count, decoded.ignored)
-        return signal.response_for(decoded)
+            log.warning("%s: rejected %d: %s", route.path, decoded.rejected, decoded.error_message())
+        log.debug("%s: queued %d payloads, ignored %d other items", route.path, count, decoded.ignored)
+        return route.response_for(decoded)
 
     def error_page(self, request: Request, error: HttpError) -> Response:
         """The server's own errors: an OTLP Status when the request named an OTLP media type, else text."""
-        encoding = MEDIA_TYPES.get(_media_type(request))
+        encoding = _encoding(request)
         if encoding is None:
             headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),) if error.status == 503 else ()
             return text_response(error.status, str(error), headers)._replace(close=error.close)
         return _status_response(error, encoding)
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _encoding(request: Request) -> Optional[str]:
+    return encoding_of(request.headers.get("content-type", ""))
 
 
 def _status_response(error: HttpError, encoding: str) -> Response:
-    body = serialize(status(RPC_CODES.get(error.status, 2), str(error)), encoding)
+    body = serialize(status(error.status, str(error)), encoding)
     headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),) if error.status == 503 else ()
     return _otlp_response(error.status, body, encoding, headers, error.close)
 
 
 def _otlp_response(
-    status_code: int, body: bytes, encoding: str, headers: tuple = (), close: bool = False
+    status_code: int, body: bytes, encoding: str, headers: Tuple[Tuple[str, str], ...] = (), close: bool = False
 ) -> Response:
-    content_type = "application/x-protobuf" if encoding == PROTOBUF else "application/json"
-    return Response(status_code, body, content_type, headers, close)
+    return Response(status_code, body, CONTENT_TYPES[encoding], headers, close)
 
 
 def _decompress(body: bytes, content_encoding: Optional[str], limit: int) -> bytes:

@@ -16,21 +16,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
-from ..model import TOKEN_KEYS
+from ..model import COUNTED_TOOLS, TOKEN_KEYS
 from ..payloads import TIMESTAMP_FORMAT
 from ..store import PayloadStore
 
 # The tools the session payload counts one by one; the rest of total_tool_calls is "other".
-TOOL_COLUMNS = (
-    ("Bash", "bash_call_count"),
-    ("Read", "file_read_count"),
-    ("Edit", "file_edit_count"),
-    ("Write", "file_write_count"),
-    ("Grep", "grep_call_count"),
-    ("Glob", "glob_call_count"),
-    ("WebFetch", "web_fetch_call_count"),
-    ("WebSearch", "web_search_call_count"),
-)
+TOOL_COLUMNS = tuple(COUNTED_TOOLS.items())  # (tool, column)
 QUANTILES = (("median", 0.5), ("p90", 0.9))
 
 

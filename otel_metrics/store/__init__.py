@@ -17,8 +17,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from ..model import TOKEN_KEYS
-from ..payloads import SESSION_COUNT_KEYS
+from ..model import COUNT_KEYS, TOKEN_KEYS
 
 KINDS = ("events", "sessions")
 
@@ -39,7 +38,7 @@ SESSION_COLUMNS: Dict[str, str] = {
     "session_duration": "session_duration",
     "exit_reason": "exit_reason",
     "had_errors": "had_errors",
-    **{key: key for key in SESSION_COUNT_KEYS},
+    **{key: key for key in COUNT_KEYS},
     **{key: key for key in TOKEN_KEYS},  # 0 when the payload leaves the key out
 }
 COLUMNS: Dict[str, Dict[str, str]] = {"events": EVENT_COLUMNS, "sessions": SESSION_COLUMNS}
