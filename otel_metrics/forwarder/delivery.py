@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Deque, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Deque, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from ..backoff import Backoff, parse_retry_after, refused_for_good
 from .http_client import Answer, Connection, Pool, Target, target_for
@@ -332,7 +332,7 @@ class Delivery:
         self._failures_logged[kind] = (now, 0)
 
     def _record_request(self, outcome: Outcome, seconds: float) -> None:
-        attributes = {"http.request.method": "POST", "server.address": self.target.host}
+        attributes: Dict[str, Union[str, int]] = {"http.request.method": "POST", "server.address": self.target.host}
         if outcome.status is not None:
             attributes["http.response.status_code"] = outcome.status
         if outcome.kind != DELIVERED:
