@@ -193,7 +193,7 @@ class Delivery:
 
     def _work(self) -> None:
         while True:
-            taken = self._take()
+            taken = self._wait_for_work()
             if taken is None:
                 return
             item, probe = taken
@@ -206,7 +206,7 @@ class Delivery:
             self.telemetry.inflight.add(-1)
             self._settle(item, probe, outcome)
 
-    def _take(self) -> Optional[Tuple[Item, bool]]:
+    def _wait_for_work(self) -> Optional[Tuple[Item, bool]]:
         """The next payload to post (and whether it is the circuit's probe); None once stopping."""
         with self._state:
             while not self._stopping:
