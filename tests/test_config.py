@@ -11,10 +11,9 @@ from otel_metrics import config
 
 
 @pytest.fixture
-def places(tmp_path: Path):
-    """A state directory and a plugin root, each with a config.json, and an environment naming them."""
-    state, plugin = tmp_path / "state", tmp_path / "plugin"
-    state.mkdir()
+def places(state: Path, tmp_path: Path):
+    """A state directory and a plugin root, for a config.json each, and an environment naming them."""
+    plugin = tmp_path / "plugin"
     plugin.mkdir()
     env = {config.ENV_STATE_DIR: str(state), config.ENV_PLUGIN_ROOT: str(plugin)}
     return state, plugin, env

@@ -20,29 +20,15 @@ from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from model_strategies import events, sessions
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-    AggregationTemporality,
-    Gauge,
-    Metric,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, Sum
 
 from otel_metrics import limits, schema
 from otel_metrics.emit import events_to_metrics, sessions_to_spans
@@ -52,119 +38,30 @@ from otel_metrics.forwarder.receiver import OtlpReceiver
 from otel_metrics.forwarder.wire import JSON, PROTOBUF, parse
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import event_payload, session_payload
-
-DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
-CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-USER = "550e8400-e29b-41d4-a716-446655440000"
-RESOURCE = {
-    schema.RESOURCE_SERVICE_NAME: schema.SERVICE_NAME,
-    schema.RESOURCE_SERVICE_VERSION: "1.0",
-    schema.RESOURCE_OS_TYPE: "linux",
-    schema.RESOURCE_ENGINE: "claude",
-}
-COMMAND = {
-    schema.EVENT_TYPE: "slash_command",
-    schema.EVENT_NAME: "jira:solve",
-    schema.EVENT_PROMPT_LENGTH: 42,
-    schema.EVENT_TIMESTAMP: 1761827696,
-    schema.SESSION_ID: "abc123",
-    schema.USER_ID: USER,
-}
-SKILL = {
-    schema.EVENT_TYPE: "skill",
-    schema.EVENT_NAME: "pdf",
-    schema.EVENT_PROMPT_LENGTH: 0,
-    schema.EVENT_TIMESTAMP: 1761827697,
-    schema.SESSION_ID: "abc123",
-}
-COMMAND_EVENT = Event("slash_command", "jira:solve", 42, "abc123", 1761827696, USER, "1.0", "linux")
-SKILL_EVENT = Event("skill", "pdf", 0, "abc123", 1761827697, None, "1.0", "linux")
-SESSION = Session(
-    "abc123", USER, "prompt_input_exit", 1761827000_500000000, 1761827696_100000000, "1.0", "linux",
-    SessionAggregates(turn_count=2, user_message_count=2, assistant_message_count=3, total_tool_calls=4,
-                      tool_error_count=1, bash_call_count=2, file_read_count=1, grep_call_count=1,
-                      total_output_tokens=120, cache_creation_tokens=7),
-)  # fmt: skip
-OTHER_SPAN = Span(name="claude_code.tool", start_time_unix_nano=1, end_time_unix_nano=2)
-
-
-# Building OTLP requests from the proto classes.
-
-
-def attributes(values: Dict[str, Any]) -> List[KeyValue]:
-    def any_value(value: Any) -> AnyValue:
-        if isinstance(value, bool):
-            return AnyValue(bool_value=value)
-        if isinstance(value, int):
-            return AnyValue(int_value=value)
-        if isinstance(value, float):
-            return AnyValue(double_value=value)
-        return AnyValue(string_value=value)
-
-    return [KeyValue(key=key, value=any_value(value)) for key, value in values.items()]
-
-
-def point(values: Dict[str, Any], count: Any = 1) -> NumberDataPoint:
-    value = {"as_double": count} if isinstance(count, float) else {"as_int": count}
-    return NumberDataPoint(attributes=attributes(values), time_unix_nano=1761827700_000000000, **value)
-
-
-def event_metric(*points: NumberDataPoint, temporality: int = DELTA) -> Metric:
-    data = Sum(data_points=points, aggregation_temporality=temporality, is_monotonic=True)
-    return Metric(name=schema.EVENT_METRIC, unit=schema.EVENT_UNIT, sum=data)
-
-
-def metrics_request(*metrics: Metric, resource: Optional[Dict[str, Any]] = None) -> ExportMetricsServiceRequest:
-    resource_attributes = attributes(RESOURCE if resource is None else resource)
-    return ExportMetricsServiceRequest(
-        resource_metrics=[
-            ResourceMetrics(
-                resource=Resource(attributes=resource_attributes), scope_metrics=[ScopeMetrics(metrics=metrics)]
-            )
-        ]
-    )
-
-
-def session_attributes(session: Session = SESSION) -> Dict[str, Any]:
-    values: Dict[str, Any] = {
-        schema.SESSION_ID: session.session_id,
-        schema.SESSION_EXIT_REASON: session.exit_reason,
-        schema.SESSION_SEGMENT: session.segment,
-    }
-    if session.user_id is not None:
-        values[schema.USER_ID] = session.user_id
-    for key, value in session.aggregates.as_dict().items():
-        values[schema.SESSION_AGGREGATE_ATTRIBUTES[key]] = value
-    return values
-
-
-def session_span(values: Dict[str, Any], start: int = SESSION.start_ns, end: int = SESSION.end_ns) -> Span:
-    return Span(
-        trace_id=bytes(range(16)),
-        span_id=bytes(range(8)),
-        name=schema.SESSION_SPAN,
-        start_time_unix_nano=start,
-        end_time_unix_nano=end,
-        attributes=attributes(values),
-    )
-
-
-def traces_request(*spans: Span, resource: Optional[Dict[str, Any]] = None) -> ExportTraceServiceRequest:
-    resource_attributes = attributes(RESOURCE if resource is None else resource)
-    return ExportTraceServiceRequest(
-        resource_spans=[
-            ResourceSpans(resource=Resource(attributes=resource_attributes), scope_spans=[ScopeSpans(spans=spans)])
-        ]
-    )
-
-
-def without(values: Dict[str, Any], key: str) -> Dict[str, Any]:
-    return {k: v for k, v in values.items() if k != key}
-
-
-def with_(values: Dict[str, Any], key: str, value: Any) -> Dict[str, Any]:
-    return {**values, key: value}
-
+from support.model_strategies import events, sessions
+from support.otlp_requests import (
+    COMMAND,
+    COMMAND_EVENT,
+    CUMULATIVE,
+    DELTA,
+    JSON_TYPE,
+    OTHER_SPAN,
+    PROTOBUF_TYPE,
+    RESOURCE,
+    SESSION,
+    SKILL,
+    SKILL_EVENT,
+    event_metric,
+    key_values,
+    metrics_request,
+    point,
+    session_attributes,
+    session_span,
+    traces_request,
+    with_,
+    without,
+)
+from support.raw_http import loopback_session
 
 # The decoder on its own.
 
@@ -225,7 +122,7 @@ REJECTED_POINTS = [
     (point(with_(COMMAND, schema.EVENT_TIMESTAMP, 10**12)), "unix time 1000000000000 is outside the years 1000..9999"),
     (point(COMMAND, 1.5), "the value must be a whole number of events"),
     (point(COMMAND, -1), "the value must not be negative"),
-    (NumberDataPoint(attributes=attributes(COMMAND)), "the value must be a whole number of events"),
+    (NumberDataPoint(attributes=key_values(COMMAND)), "the value must be a whole number of events"),
 ]  # fmt: skip
 
 
@@ -331,8 +228,7 @@ class Receiver:
         self.server = OtlpReceiver("127.0.0.1", 0, self.outbox, max_body_bytes)
         self.url = f"http://127.0.0.1:{self.server.address[1]}"
         self.server.start()
-        self.http = requests.Session()
-        self.http.trust_env = False
+        self.http = loopback_session()
 
     def post(self, path: str, body: Any, content_type: str, **headers: str) -> requests.Response:
         headers = {"Content-Type": content_type, **{k.replace("_", "-"): v for k, v in headers.items()}}
@@ -366,8 +262,6 @@ def receiver(start_receiver: Callable[..., Receiver]) -> Receiver:
     return start_receiver()
 
 
-PROTOBUF_TYPE = "application/x-protobuf"
-JSON_TYPE = "application/json"
 EVENT_PAYLOADS = [("events", event_payload(COMMAND_EVENT))] * 2 + [("events", event_payload(SKILL_EVENT))]
 METRICS = metrics_request(event_metric(point(COMMAND, 2), point(SKILL)))
 

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
-from hooks_harness import (
+
+from otel_metrics import schema, spool
+from otel_metrics.backoff import Backoff
+from otel_metrics.exporter.run import DrainSchedule, Exporter
+from otel_metrics.forwarder.decode import sessions_from_traces
+from otel_metrics.hook.main import record_for
+from otel_metrics.model import Session, SessionAggregates
+from otel_metrics.transcript import summarize
+from support.otlp_sink import OtlpSink
+from support.plugin_hooks import (
     exporter_lock_held,
     exporter_pids,
     hook_env,
@@ -29,9 +38,8 @@ from hooks_harness import (
     skill_input,
     spool_records,
 )
-from otlp_sink import OtlpSink
-from servers import wait_for
-from transcript_entries import (
+from support.processes import wait_for
+from support.transcript_entries import (
     answer,
     append,
     prompt,
@@ -43,14 +51,6 @@ from transcript_entries import (
     usage,
     write,
 )
-
-from otel_metrics import schema, spool
-from otel_metrics.backoff import Backoff
-from otel_metrics.exporter.run import DrainSchedule, Exporter
-from otel_metrics.forwarder.decode import sessions_from_traces
-from otel_metrics.hook.main import record_for
-from otel_metrics.model import Session, SessionAggregates
-from otel_metrics.transcript import summarize
 
 DEADLINE = 30.0  # generous: CI machines are slow; the latency itself is benchmarked
 

@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from hooks_harness import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otel_metrics import __version__, config
+from otel_metrics.hook import main as hook_main
+from support.plugin_hooks import (
     exporter_lock_held,
     hook_commands,
     hook_env,
@@ -20,11 +25,6 @@ from hooks_harness import (
     skill_input,
     spool_records,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from otel_metrics import __version__, config
-from otel_metrics.hook import main as hook_main
 
 DEAD_COLLECTOR = "http://127.0.0.1:9"
 

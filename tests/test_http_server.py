@@ -8,9 +8,10 @@ import time
 from typing import Any, Callable, Iterator, List
 
 import pytest
-from servers import raw_exchange, read_until_closed, wait_for
 
 from otel_metrics.http_server import ConnectionBounds, HttpServer, Request, Response, text_response
+from support.processes import wait_for
+from support.raw_http import raw_exchange, read_until_closed
 
 
 def echo(request: Request) -> Response:

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hooks_harness import PLUGIN, expected_event, hook_env, log_lines, prompt_input, run_hook, session_input
-from servers import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+from support.legacy_payloads import expected_event
+from support.paths import PIP_CACHE, PLUGIN
+from support.plugin_hooks import hook_env, log_lines, prompt_input, run_hook, session_input
+from support.processes import wait_for
+
 PYENV = Path.home() / ".pyenv" / "versions"
-PIP_CACHE = REPO / ".cache" / "pip-acceptance"
 RUN = PLUGIN / "scripts" / "run"
 
 

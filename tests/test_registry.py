@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from transcript_entries import answer, prompt, session, write
 
 from otel_metrics.exporter.registry import (
     FORGET_AFTER_SECONDS,
@@ -18,14 +17,15 @@ from otel_metrics.exporter.registry import (
     SessionRegistry,
 )
 from otel_metrics.transcript import Offsets
+from support.transcript_entries import answer, prompt, session, write
 
 NOW = 2_000_000_000.0
 QUIET = 1800.0
 
 
 @pytest.fixture
-def registry(tmp_path: Path):
-    opened = SessionRegistry(str(tmp_path))
+def registry(state: Path):
+    opened = SessionRegistry(str(state))
     yield opened
     opened.close()
 

@@ -21,22 +21,6 @@ from typing import Dict, List, Sequence
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from naive_transcript import naive_summarize
-from transcript_entries import (
-    T0_NS,
-    Line,
-    answer,
-    append,
-    entry,
-    prompt,
-    result_block,
-    session,
-    stamp,
-    tool_results,
-    tool_use,
-    usage,
-    write,
-)
 
 from otel_metrics import limits
 from otel_metrics import transcript as transcript_module
@@ -52,6 +36,22 @@ from otel_metrics.transcript import (
     read_segment,
     subagent_transcripts,
     summarize,
+)
+from support.naive_transcript import naive_summarize
+from support.transcript_entries import (
+    T0_NS,
+    Line,
+    answer,
+    append,
+    entry,
+    prompt,
+    result_block,
+    session,
+    stamp,
+    tool_results,
+    tool_use,
+    usage,
+    write,
 )
 
 

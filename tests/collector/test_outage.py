@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
-import requests
-from collector_harness import CollectorProcess, free_port
-from hooks_harness import (
-    expected_event,
-    hook_env,
-    prompt_input,
-    run_hook,
-    session_input,
-)
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
-from servers import EndpointProcess, wait_for
 
 from otel_metrics import __version__
-from otel_metrics.emit import events_to_metrics
 from otel_metrics.model import Event
 from otel_metrics.payloads import event_payload
+from support.collector_process import CollectorProcess
+from support.legacy_payloads import expected_event
+from support.otlp_requests import post_metrics
+from support.plugin_hooks import hook_env, prompt_input, run_hook, session_input
+from support.processes import EndpointProcess, free_port, wait_for
 
 pytestmark = pytest.mark.collector
 
@@ -62,10 +54,10 @@ def wait_until_queued(otelcol: CollectorProcess, count: int) -> None:
 
 
 def test_events_sent_while_the_forwarder_is_down_arrive_when_it_is_back(
-    endpoint_server, forwarder_server, collector, state: Path
+    endpoint_server, start_forwarder, start_collector, state: Path
 ) -> None:
-    forwarder = forwarder_server(endpoint_server.url)
-    otelcol = collector(forwarder.otlp_url)
+    forwarder = start_forwarder(endpoint_server.url)
+    otelcol = start_collector(forwarder.otlp_url)
     forwarder.stop()
 
     send_commands(state, otelcol.otlp_url, "outage")
@@ -79,10 +71,10 @@ def test_events_sent_while_the_forwarder_is_down_arrive_when_it_is_back(
 
 
 def test_events_survive_a_collector_restart_during_the_outage(
-    endpoint_server, forwarder_server, collector, state: Path
+    endpoint_server, start_forwarder, start_collector, state: Path
 ) -> None:
-    forwarder = forwarder_server(endpoint_server.url)
-    otelcol = collector(forwarder.otlp_url)
+    forwarder = start_forwarder(endpoint_server.url)
+    otelcol = start_collector(forwarder.otlp_url)
     forwarder.stop()
 
     send_commands(state, otelcol.otlp_url, "restart")
@@ -96,11 +88,11 @@ def test_events_survive_a_collector_restart_during_the_outage(
 
 
 def test_a_session_survives_a_collector_crash(
-    endpoint_server, forwarder_server, collector, state: Path, tmp_path: Path
+    endpoint_server, start_forwarder, start_collector, state: Path, tmp_path: Path
 ) -> None:
     """SIGKILL, no shutdown at all: the span is still on disk."""
-    forwarder = forwarder_server(endpoint_server.url)
-    otelcol = collector(forwarder.otlp_url)
+    forwarder = start_forwarder(endpoint_server.url)
+    otelcol = start_collector(forwarder.otlp_url)
     forwarder.stop()
 
     env = hook_env(state, otelcol.otlp_url)
@@ -116,34 +108,26 @@ def test_a_session_survives_a_collector_crash(
     assert len(endpoint_server.sessions()) == 1
 
 
-class PinnedEndpoint(EndpointProcess):
-    """The reference endpoint on a port chosen in advance, so it can start after the forwarder."""
-
-    def __init__(self, db: Path, port: int) -> None:
-        super().__init__(db)
-        self.args = ["endpoint", "--listen", f"127.0.0.1:{port}", "--db", str(db)]
-
-
 def test_a_full_forwarder_answers_503_and_the_collector_retries_until_it_can(
-    forwarder_server, collector, state: Path, tmp_path: Path
+    start_forwarder, start_collector, state: Path, tmp_path: Path
 ) -> None:
     """Endpoint down, forwarder outbox full: 503 + Retry-After; the collector drops nothing."""
     endpoint_port = free_port()
-    endpoint = PinnedEndpoint(tmp_path / "endpoint.sqlite", endpoint_port)
+    endpoint = EndpointProcess(tmp_path / "endpoint.sqlite", port=endpoint_port)
     capacity = len(COMMANDS)  # so the collector's batch of COMMANDS fits once the outbox drains
     # One delivery worker: the endpoint then gets the direct events in their order, which this test compares.
-    forwarder = forwarder_server(
+    forwarder = start_forwarder(
         f"http://127.0.0.1:{endpoint_port}", args=["--max-outbox-items", str(capacity), "--workers", "1"]
     )
-    otelcol = collector(forwarder.otlp_url)
+    otelcol = start_collector(forwarder.otlp_url)
 
     # The forwarder as the collector's exporter sees it: accepted, then full.
     direct = [direct_event(f"contract-{i}") for i in range(capacity)]
-    accepted = post_events(forwarder.otlp_url, direct)
+    accepted = post_metrics(forwarder.otlp_url, *direct)
     assert accepted.status_code == 200
     assert accepted.headers["Content-Type"] == "application/x-protobuf"
     assert ExportMetricsServiceResponse.FromString(accepted.content) == ExportMetricsServiceResponse()
-    refused = post_events(forwarder.otlp_url, [direct_event("refused")])
+    refused = post_metrics(forwarder.otlp_url, direct_event("refused"))
     assert refused.status_code == 503
     assert int(refused.headers["Retry-After"]) > 0
 
@@ -177,16 +161,3 @@ def direct_event(session_id: str) -> Event:
         version=__version__,
         os="linux",
     )
-
-
-def post_events(otlp_url: str, events: List[Event]) -> requests.Response:
-    """The events as an OTLP exporter posts them: the SDK's own protobuf encoding."""
-    [data] = events_to_metrics(events)
-    with requests.Session() as http:
-        http.trust_env = False
-        return http.post(
-            f"{otlp_url}/v1/metrics",
-            data=encode_metrics(data).SerializeToString(),
-            headers={"Content-Type": "application/x-protobuf"},
-            timeout=10,
-        )

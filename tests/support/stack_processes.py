@@ -14,7 +14,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import requests
 import yaml
-from servers import REPO, free_ports, stop_process, wait_for
+
+from support.paths import REPO
+from support.processes import free_ports, stop_process, wait_for
+from support.raw_http import loopback_session
 
 PROMETHEUS_BINARY = REPO / "build" / "prometheus"
 JAEGER_BINARY = REPO / "build" / "jaeger"
@@ -33,8 +36,7 @@ class _Process:
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
         self.proc: Optional[subprocess.Popen] = None
-        self.http = requests.Session()
-        self.http.trust_env = False  # loopback, whatever proxy the environment names
+        self.http = loopback_session()
 
     def _start(self, args: List[str], ready_url: str, env: Optional[Dict[str, str]] = None) -> None:
         with open(self.log_path, "ab") as log:

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import requests
-from servers import free_port, free_ports, prometheus_sum, stop_process, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+from support.paths import REPO
+from support.processes import free_ports, stop_process, wait_for
+from support.prometheus_text import prometheus_sum
+from support.raw_http import loopback_session
+
 CONFIG_DIR = REPO / "collector-config"
 BASE_CONFIG = CONFIG_DIR / "otelcol.yaml"
 FANOUT_CONFIG = CONFIG_DIR / "fanout.yaml"
 BINARY = REPO / "build" / "otelcol-metrics"
 START_SECONDS = 30.0
-
-
-__all__ = ["CollectorProcess", "free_port", "free_ports"]  # free_port(s) for the collector tests, from servers
 
 
 class CollectorProcess:
@@ -51,8 +51,7 @@ class CollectorProcess:
             }
         )
         self.proc: Optional[subprocess.Popen] = None
-        self._http = requests.Session()
-        self._http.trust_env = False  # loopback only, whatever proxy the environment names
+        self._http = loopback_session()
 
     @property
     def otlp_url(self) -> str:
