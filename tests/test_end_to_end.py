@@ -19,9 +19,9 @@ from support.plugin_hooks import (
     copy_fixture_transcript,
     hook_env,
     prompt_input,
+    run_command_skill_and_end,
     run_hook,
     session_input,
-    skill_input,
 )
 from support.processes import wait_for
 
@@ -40,12 +40,7 @@ def test_slash_command_skill_and_session_end_arrive_exactly(pipeline, tmp_path: 
     env = hook_env(state, forwarder.url)
     before = int(time.time())
     prompt = "/jira:solve ABC-123 the login page"
-    for result in (
-        run_hook(prompt_input(prompt, session_id=SESSION_ID), env),
-        run_hook(skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
-        run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
-    ):
-        assert (result.returncode, result.stdout) == (0, b"")
+    run_command_skill_and_end(env, SESSION_ID, prompt, transcript)
     wait_for(lambda: len(endpoint.events()) >= 2 and len(endpoint.sessions()) >= 1, DEADLINE)
     after = int(time.time())
 

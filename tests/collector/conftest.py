@@ -37,4 +37,4 @@ def start_collector(tmp_path: Path, collector_binary: Path) -> Iterator[Callable
 
     yield start
     for process in started:
-        process.close()
+        process.stop()

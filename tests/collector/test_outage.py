@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
@@ -21,7 +22,7 @@ from support.collector_process import CollectorProcess
 from support.legacy_payloads import expected_event
 from support.otlp_requests import post_metrics
 from support.plugin_hooks import hook_env, prompt_input, run_hook, session_input
-from support.processes import EndpointProcess, free_port, wait_for
+from support.processes import EndpointProcess, ForwarderProcess, free_port, wait_for
 
 pytestmark = pytest.mark.collector
 
@@ -29,11 +30,13 @@ DEADLINE = 60.0
 COMMANDS = ["/deploy:staging now", "/review:pr 42", "/docs:build"]
 
 
-def send_commands(state: Path, otlp_url: str, session_id: str) -> None:
-    env = hook_env(state, otlp_url)
+def send_commands(state: Path, otelcol: CollectorProcess, session_id: str) -> None:
+    """The hooks of COMMANDS, sent to the collector; returns once it has them all in its queue."""
+    env = hook_env(state, otelcol.otlp_url)
     for prompt in COMMANDS:
         result = run_hook(prompt_input(prompt, session_id=session_id), env)
         assert (result.returncode, result.stdout) == (0, b"")
+    wait_until_queued(otelcol, len(COMMANDS))
 
 
 def assert_commands_arrived_once(endpoint: EndpointProcess, state: Path, session_id: str) -> None:
@@ -48,20 +51,26 @@ def assert_commands_arrived_once(endpoint: EndpointProcess, state: Path, session
         assert event == expected_event("slash_command", name, by_name[name], session_id, state, event["timestamp"])
 
 
+@pytest.fixture
+def forwarder_down(endpoint_server, start_forwarder, start_collector) -> Tuple[ForwarderProcess, CollectorProcess]:
+    """A collector in front of a forwarder that is down: stopped, restart() brings it back on its port."""
+    forwarder = start_forwarder(endpoint_server.url)
+    otelcol = start_collector(forwarder.otlp_url)
+    forwarder.stop()
+    return forwarder, otelcol
+
+
 def wait_until_queued(otelcol: CollectorProcess, count: int) -> None:
     """The receiver has accepted `count` items: each is in the persistent queue by then."""
     wait_for(lambda: otelcol.accepted() >= count, DEADLINE, 0.1)
 
 
 def test_events_sent_while_the_forwarder_is_down_arrive_when_it_is_back(
-    endpoint_server, start_forwarder, start_collector, state: Path
+    endpoint_server, forwarder_down, state: Path
 ) -> None:
-    forwarder = start_forwarder(endpoint_server.url)
-    otelcol = start_collector(forwarder.otlp_url)
-    forwarder.stop()
+    forwarder, otelcol = forwarder_down
 
-    send_commands(state, otelcol.otlp_url, "outage")
-    wait_until_queued(otelcol, len(COMMANDS))
+    send_commands(state, otelcol, "outage")
     time.sleep(1.5)  # the exporter is retrying by now
     assert endpoint_server.events() == []
 
@@ -71,14 +80,11 @@ def test_events_sent_while_the_forwarder_is_down_arrive_when_it_is_back(
 
 
 def test_events_survive_a_collector_restart_during_the_outage(
-    endpoint_server, start_forwarder, start_collector, state: Path
+    endpoint_server, forwarder_down, state: Path
 ) -> None:
-    forwarder = start_forwarder(endpoint_server.url)
-    otelcol = start_collector(forwarder.otlp_url)
-    forwarder.stop()
+    forwarder, otelcol = forwarder_down
 
-    send_commands(state, otelcol.otlp_url, "restart")
-    wait_until_queued(otelcol, len(COMMANDS))
+    send_commands(state, otelcol, "restart")
     otelcol.restart()  # SIGTERM, then a new process on the same queue directory and ports
     assert otelcol.accepted() == 0  # a fresh process: only the queue on disk remembers
     assert endpoint_server.events() == []
@@ -88,12 +94,10 @@ def test_events_survive_a_collector_restart_during_the_outage(
 
 
 def test_a_session_survives_a_collector_crash(
-    endpoint_server, start_forwarder, start_collector, state: Path, tmp_path: Path
+    endpoint_server, forwarder_down, state: Path, tmp_path: Path
 ) -> None:
     """SIGKILL, no shutdown at all: the span is still on disk."""
-    forwarder = start_forwarder(endpoint_server.url)
-    otelcol = start_collector(forwarder.otlp_url)
-    forwarder.stop()
+    forwarder, otelcol = forwarder_down
 
     env = hook_env(state, otelcol.otlp_url)
     run_hook(session_input("SessionEnd", "crashed", tmp_path / "no-transcript.jsonl"), env)
@@ -131,8 +135,7 @@ def test_a_full_forwarder_answers_503_and_the_collector_retries_until_it_can(
     assert refused.status_code == 503
     assert int(refused.headers["Retry-After"]) > 0
 
-    send_commands(state, otelcol.otlp_url, "full")
-    wait_until_queued(otelcol, len(COMMANDS))
+    send_commands(state, otelcol, "full")
     wait_for(lambda: "503" in otelcol.log(), DEADLINE, 0.2)  # refused, so the exporter retries
     try:
         endpoint.start()

@@ -13,7 +13,11 @@ import pytest
 
 from support.legacy_payloads import expected_event, session_summary, utc
 from support.paths import FIXTURE_TRANSCRIPT
-from support.plugin_hooks import copy_fixture_transcript, hook_env, prompt_input, run_hook, session_input, skill_input
+from support.plugin_hooks import (
+    copy_fixture_transcript,
+    hook_env,
+    run_command_skill_and_end,
+)
 from support.processes import wait_for
 
 pytestmark = pytest.mark.collector
@@ -32,12 +36,7 @@ def test_command_skill_and_session_end_arrive_exactly_through_the_collector(
     env = hook_env(state, otelcol.otlp_url)
 
     before = time.time()
-    for result in (
-        run_hook(prompt_input(PROMPT, session_id=SESSION_ID), env),
-        run_hook(skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
-        run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
-    ):
-        assert (result.returncode, result.stdout) == (0, b"")
+    run_command_skill_and_end(env, SESSION_ID, PROMPT, transcript)
     wait_for(lambda: len(endpoint_server.events()) >= 2 and len(endpoint_server.sessions()) >= 1, DEADLINE)
     after = time.time()
 

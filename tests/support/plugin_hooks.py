@@ -120,6 +120,17 @@ def session_input(event: str, session_id: str, transcript: Optional[Path], reaso
     return hook_input
 
 
+def run_command_skill_and_end(env: Dict[str, str], session_id: str, prompt: str, transcript: Path) -> None:
+    """A session's hooks as Claude Code fires them: the typed command `prompt`, the skill pdf:extract
+    (called with arguments), then SessionEnd (reason logout) on `transcript`; each silent, exit 0."""
+    for result in (
+        run_hook(prompt_input(prompt, session_id=session_id), env),
+        run_hook(skill_input("pdf:extract", session_id=session_id, args="secret"), env),
+        run_hook(session_input("SessionEnd", session_id, transcript, "logout"), env),
+    ):
+        assert (result.returncode, result.stdout) == (0, b"")
+
+
 class PluginProcess(NamedTuple):
     pid: int
     kind: str  # "exporter" or "forwarder"

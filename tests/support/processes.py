@@ -1,7 +1,8 @@
 """Real processes on loopback, and waiting for them: the reference endpoint and the forwarder as
-processes (`EndpointProcess`, `ForwarderProcess`), `wait_for` a condition, `free_port(s)`, `run_cli`,
-`require` and `built` (how a test that needs an optional toolchain skips or fails), and what a
-process costs (CPU time, peak memory).
+processes (`EndpointProcess`, `ForwarderProcess`), the built servers' base (`BinaryServer`: the
+collector, Prometheus, Jaeger), `wait_for` a condition, `free_port(s)`, `run_cli`, `require` and
+`built` (how a test that needs an optional toolchain skips or fails), and what a process costs
+(CPU time, peak memory).
 
 The fixtures that start and stop them are in tests/conftest.py (endpoint_server, start_forwarder).
 """
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import pytest
+import requests
 
 from support.paths import REPO
 from support.raw_http import loopback_session
 
 START_SECONDS = 30.0
+BINARY_START_SECONDS = 60.0  # Prometheus replays its storage, Jaeger opens its own: slower than ours
 STOP_SECONDS = 15.0
 # Generous: the product promises delivery within 5 s of a hook; a loaded CI machine gets slack.
 ARRIVAL_SECONDS = 30.0
@@ -267,6 +270,47 @@ class ForwarderProcess(ServerProcess):
         self.stop(sig)
         self.args = ["forwarder", "--listen", f"127.0.0.1:{self.port}", *self.options]
         return self.start()
+
+
+class BinaryServer:
+    """A server started from a built binary (the collector, Prometheus, Jaeger), its output in
+    `log_path`, ready once `ready_url` answers 200. `.http` is a loopback session for talking to it
+    (closing it after stop() leaves it usable after a start())."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: Optional[subprocess.Popen] = None
+        self.http = loopback_session()
+
+    def _start(
+        self, args: Sequence[str], ready_url: str, env: Optional[Dict[str, str]] = None, interval: float = 0.1
+    ) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(list(args), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{args[0]} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return self.http.get(ready_url, timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        try:
+            wait_for(ready, BINARY_START_SECONDS, interval)
+        except AssertionError as error:
+            self.stop()
+            raise AssertionError(f"{args[0]} did not become ready: {error}\n{self.log()}") from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
+        """Signal the process and wait for it; its exit status (None if it never ran)."""
+        status = stop_process(self.proc, sig)
+        self.http.close()
+        return status
 
 
 # What a process costs.
