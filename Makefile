@@ -21,8 +21,11 @@ compile: install
 
 install: $(VENV)/.installed
 
+# Style, formatting and types (mypy strict over otel_metrics/, configured in pyproject.toml).
 lint: install
 	$(PY) -m ruff check otel_metrics tests benchmarks tools plugin/scripts
+	$(PY) -m ruff format --check otel_metrics tests benchmarks tools plugin/scripts
+	$(PY) -m mypy
 
 # Everything the tests need is built or installed first: the collector, Prometheus and Jaeger (Go),
 # the Claude Code CLI (npm), PostgreSQL and Chromium (Debian packages).

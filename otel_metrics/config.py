@@ -110,9 +110,7 @@ def hook_settings(env: "Mapping[str, str]" = os.environ) -> "Dict[str, str]":
     One pass over the names, values looked up only for the few that match: os.environ
     decodes every item it yields, and this runs on the hooks' fast path.
     """
-    return {
-        k: env[k] for k in env if k.startswith(_SETTINGS_PREFIXES) or k.upper() in _NETWORK_VARIABLES
-    }
+    return {k: env[k] for k in env if k.startswith(_SETTINGS_PREFIXES) or k.upper() in _NETWORK_VARIABLES}
 
 
 def resolve(key: str, env: "Mapping[str, str]" = os.environ) -> "Tuple[Optional[str], str]":

@@ -202,7 +202,7 @@ class HttpServer:
         """Answer the request on the pool; `done(response)` then runs on the loop."""
         self._pool.submit(self._answer, request).add_done_callback(lambda answered: self._deliver(done, answered))
 
-    def _deliver(self, done: Callable[[Response], None], answered: Future) -> None:
+    def _deliver(self, done: Callable[[Response], None], answered: "Future[Response]") -> None:
         try:
             self._loop.call_soon_threadsafe(done, answered.result())
         except RuntimeError:

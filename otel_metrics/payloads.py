@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import limits
 from .events import is_command_name
@@ -31,6 +31,9 @@ from .model import (
     Session,
     normalize_exit_reason,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -219,7 +222,7 @@ def canonical_text(payload: Dict[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def _key_set_errors(payload: Dict[str, Any], required: set, optional: set) -> List[str]:
+def _key_set_errors(payload: Dict[str, Any], required: Set[str], optional: Set[str]) -> List[str]:
     errors = []
     missing = sorted(required - payload.keys())
     unexpected = sorted(payload.keys() - required - optional)
@@ -244,7 +247,7 @@ def _json_type(value: object) -> str:
     return "an object"
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeIs[int]:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
 
 
@@ -302,7 +305,7 @@ def _check_user_id(errors: List[str], payload: Dict[str, Any]) -> None:
         errors.append(problem + " or null")
 
 
-def _check_enum(errors: List[str], payload: Dict[str, Any], key: str, allowed: tuple) -> None:
+def _check_enum(errors: List[str], payload: Dict[str, Any], key: str, allowed: Tuple[str, ...]) -> None:
     if key in payload and (not isinstance(payload[key], str) or payload[key] not in allowed):
         errors.append(f"{key} must be one of: " + ", ".join(allowed))
 
@@ -315,7 +318,8 @@ def _check_timestamp(errors: List[str], payload: Dict[str, Any], key: str, now: 
     moment = None
     if isinstance(value, str) and _TIMESTAMP.fullmatch(value):
         try:  # the fields by position (strptime is ten times slower); datetime checks their ranges
-            moment = datetime.datetime(*(int(value[a:b]) for a, b in _TIMESTAMP_FIELDS))
+            year, month, day, hour, minute, second = (int(value[a:b]) for a, b in _TIMESTAMP_FIELDS)
+            moment = datetime.datetime(year, month, day, hour, minute, second)
         except ValueError:
             pass
     if moment is None:
@@ -342,5 +346,5 @@ def _check_mac(errors: List[str], payload: Dict[str, Any], timestamp_key: str) -
     session_id, timestamp = payload.get("session_id"), payload.get(timestamp_key)
     if _identifier_problem("session_id", session_id) is not None:
         return  # reported already; and a lone surrogate has no UTF-8 to hash
-    if isinstance(timestamp, str) and value != mac(session_id, timestamp):
+    if isinstance(session_id, str) and isinstance(timestamp, str) and value != mac(session_id, timestamp):
         errors.append(f"mac is not sha256(session_id + {timestamp_key})")

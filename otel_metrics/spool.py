@@ -19,7 +19,7 @@ SPOOL_DIR = "spool"
 SUFFIX = ".json"
 # Records that need no export of their own (a session started): they wait for the exporter
 # instead of waking one, which would compete with Claude Code's start-up.
-NO_WAKE_SUFFIX = ".quiet.json"
+NO_WAKE_SUFFIX = ".nowake.json"
 POKE_FILE = ".poke"
 
 # What a record is, its "record" key: the hooks write the first three, the exporter turns a

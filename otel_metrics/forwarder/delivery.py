@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Deque, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Deque, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from ..backoff import Backoff, parse_retry_after, refused_for_good
 from .http_client import Answer, Connection, Pool, Target, target_for
@@ -193,7 +193,7 @@ class Delivery:
 
     def _work(self) -> None:
         while True:
-            taken = self._take()
+            taken = self._wait_for_work()
             if taken is None:
                 return
             item, probe = taken
@@ -206,7 +206,7 @@ class Delivery:
             self.telemetry.inflight.add(-1)
             self._settle(item, probe, outcome)
 
-    def _take(self) -> Optional[Tuple[Item, bool]]:
+    def _wait_for_work(self) -> Optional[Tuple[Item, bool]]:
         """The next payload to post (and whether it is the circuit's probe); None once stopping."""
         with self._state:
             while not self._stopping:
@@ -332,7 +332,7 @@ class Delivery:
         self._failures_logged[kind] = (now, 0)
 
     def _record_request(self, outcome: Outcome, seconds: float) -> None:
-        attributes = {"http.request.method": "POST", "server.address": self.target.host}
+        attributes: Dict[str, Union[str, int]] = {"http.request.method": "POST", "server.address": self.target.host}
         if outcome.status is not None:
             attributes["http.response.status_code"] = outcome.status
         if outcome.kind != DELIVERED:

@@ -99,15 +99,16 @@ class Connection:
         self._sock: Optional[socket.socket] = None
         self._reader: Optional[BinaryIO] = None
         self.opened = 0  # connections opened so far (keep-alive keeps this at 1)
-        forward = target.proxy is not None and target.tls is None  # a forward proxy wants the absolute form
-        self._url_prefix = (target.origin if forward else "") + target.base_path + "/"
+        # A forward proxy (plain http through a proxy) wants the absolute form and its own headers.
+        forward_headers = target.proxy[2] if target.proxy is not None and target.tls is None else None
+        self._url_prefix = (target.origin if forward_headers is not None else "") + target.base_path + "/"
         headers = [
             f"Host: {target.origin.split('://', 1)[1]}",
             "Content-Type: application/json",
             f"User-Agent: {USER_AGENT}",
         ]
-        if forward:
-            headers += [f"{name}: {value}" for name, value in target.proxy[2].items()]
+        if forward_headers is not None:
+            headers += [f"{name}: {value}" for name, value in forward_headers.items()]
         self._headers = "".join(f"{line}\r\n" for line in headers).encode("latin-1")
 
     def post(self, path: str, body: bytes) -> Answer:

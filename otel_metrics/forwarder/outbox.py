@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import lock
 
@@ -86,14 +86,14 @@ class Outbox:
     def __init__(self, path: str, max_items: int = DEFAULT_MAX_ITEMS) -> None:
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._lock_fd = _lock_outbox(path)
+        self._lock_fd: Optional[int] = _lock_outbox(path)
         try:
             # Two connections: adds fsync on every commit (they are acknowledged); removals
             # need not (a removal lost to a power cut means one duplicate delivery, never a loss).
             self._adding = connect(path, synchronous="FULL")
             migrate(self._adding)
             self._taking = connect(path, synchronous="NORMAL")
-            self._count = self._adding.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            self._count: int = self._adding.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         except sqlite3.Error:
             lock.release(self._lock_fd)
             raise
@@ -233,7 +233,7 @@ class Outbox:
         )
 
     def _write_taking(
-        self, sql: str, rows: Iterable[tuple], then: Optional[Tuple[str, Iterable[tuple]]] = None
+        self, sql: str, rows: Iterable[Tuple[Any, ...]], then: Optional[Tuple[str, Iterable[Tuple[Any, ...]]]] = None
     ) -> None:
         with self._take_lock:
             if self._closed:
@@ -253,7 +253,8 @@ class Outbox:
         with self._take_lock:
             if self._closed:
                 return 0
-            return self._taking.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            count: int = self._taking.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            return count
 
     def close(self) -> None:
         """Wait for the commit being written, then close; adds after this raise OutboxUnavailable."""

@@ -47,7 +47,7 @@ def encoding_of(content_type: str) -> Optional[str]:
 
 
 def parse(message_class: Type[AnyMessage], body: bytes, encoding: str) -> AnyMessage:
-    message = message_class()
+    message: AnyMessage = message_class()
     try:
         if encoding == PROTOBUF:
             message.ParseFromString(body)
@@ -65,11 +65,12 @@ def parse(message_class: Type[AnyMessage], body: bytes, encoding: str) -> AnyMes
 
 def serialize(message: Message, encoding: str) -> bytes:
     if encoding == PROTOBUF:
-        return message.SerializeToString()
-    return json_format.MessageToJson(message, indent=None).encode("utf-8")
+        body: bytes = message.SerializeToString()
+        return body
+    text: str = json_format.MessageToJson(message, indent=None)
+    return text.encode("utf-8")
 
 
 def status(http_status: int, text: str) -> status_pb2.Status:
     """The body of an OTLP/HTTP error response (google.rpc.Status), its code the HTTP status's."""
     return status_pb2.Status(code=RPC_CODES.get(http_status, RPC_UNKNOWN), message=text)
-

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..model import COUNTED_TOOLS, TOKEN_KEYS
 from ..payloads import TIMESTAMP_FORMAT
@@ -195,7 +195,7 @@ def build_report(
     progress.step("users")
     # (day, user) pairs of activity, each table grouped on its own index; their union is small
     # (at most users x days), so it is merged here.
-    active: Dict[str, set] = {}
+    active: Dict[str, Set[str]] = {}
     for table, where, params in (
         ("events", events_where, events_params),
         ("sessions", sessions_where, sessions_params),
@@ -278,7 +278,9 @@ def _distribution(store: PayloadStore, column: str, where: str, params: Sequence
     return Distribution(**values)
 
 
-def _quantile(store: PayloadStore, column: str, where: str, params: Sequence[str], count: int, q: float):
+def _quantile(
+    store: PayloadStore, column: str, where: str, params: Sequence[str], count: int, q: float
+) -> Optional[float]:
     """Linear interpolation between the ranks around q*(n-1); only those two rows leave the database."""
     if count == 0:
         return None

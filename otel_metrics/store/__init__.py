@@ -66,7 +66,7 @@ def row_values(kind: str, text: str, payload: Mapping[str, Any]) -> Tuple[Any, .
     for column, key in COLUMNS[kind].items():
         value = payload.get(key)
         if column == "day":
-            value = value[:10]  # of a validated YYYY-MM-DDTHH:MM:SSZ
+            value = str(value)[:10]  # of a validated YYYY-MM-DDTHH:MM:SSZ
         values.append(0 if value is None and key in TOKEN_KEYS else value)
     return tuple(values)
 
