@@ -17,6 +17,7 @@ from support.legacy_payloads import expected_event, session_summary, utc
 from support.paths import FIXTURE_TRANSCRIPT
 from support.plugin_hooks import (
     copy_fixture_transcript,
+    delivered,
     hook_env,
     prompt_input,
     run_command_skill_and_end,
@@ -58,7 +59,7 @@ def test_slash_command_skill_and_session_end_arrive_exactly(pipeline, tmp_path: 
     }
     assert session["exit_reason"] == "logout"
 
-    time.sleep(1)  # nothing more arrives: each item once
+    wait_for(lambda: delivered(state, forwarder.outbox), DEADLINE)  # nothing more to come: each item once
     assert (len(endpoint.events()), len(endpoint.sessions())) == (2, 1)
 
 
@@ -83,7 +84,7 @@ def test_session_whose_end_never_fired_is_reported_once(pipeline, tmp_path: Path
     shutil.copy(FIXTURE_TRANSCRIPT, transcript)
     env = hook_env(state, forwarder.url, CLAUDE_METRICS_SESSION_QUIET_MINUTES="0.01")
     run_hook(session_input("SessionStart", SESSION_ID, transcript), env)
-    time.sleep(1)
+    time.sleep(1)  # the transcript's files stay untouched past the quiet time (0.01 min): what makes it quiet
     run_hook(prompt_input("/later:command", session_id="another"), env)  # a later hook
     [session] = wait_for(endpoint.sessions, DEADLINE)
     assert session["exit_reason"] == "other"
@@ -92,5 +93,5 @@ def test_session_whose_end_never_fired_is_reported_once(pipeline, tmp_path: Path
     run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env)
     run_hook(session_input("SessionStart", "third", tmp_path / "none.jsonl"), env)
     wait_for(lambda: len(endpoint.events()) == 1, DEADLINE)
-    time.sleep(2)
+    wait_for(lambda: delivered(state, forwarder.outbox), DEADLINE)  # nothing more to come
     assert len(endpoint.sessions()) == 1

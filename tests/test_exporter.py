@@ -108,7 +108,8 @@ def test_records_refused_for_good_are_set_aside_and_the_rest_flows(sink: OtlpSin
     assert wait_for(lambda: sink.event_count() == 4, DEADLINE)
     arrived = sorted(a[schema.EVENT_NAME] for a, _ in sink.event_points())
     assert arrived == ["cmd:four", "cmd:one", "cmd:three", "cmd:two"]
-    [line] = [line for line in log_lines(state) if "refused 1 record(s) for good" in line]
+    # Said once the batch is done, which may be after the last of it arrived.
+    [line] = wait_for(lambda: [line for line in log_lines(state) if "refused 1 record(s) for good" in line], DEADLINE)
     assert "HTTP 400" in line
     [aside] = (state / "rejected").glob("*.json")
     assert json.loads(aside.read_text())["name"] == "cmd:poison"
@@ -123,7 +124,7 @@ def test_fifty_concurrent_hooks_arrive_exactly_once(sink: OtlpSink, state: Path)
         )
     assert all(r.returncode == 0 and r.stdout == b"" for r in results)
     assert wait_for(lambda: sink.event_count() >= 50 and not list(spool_records(state)), DEADLINE)
-    time.sleep(1)  # a second exporter, were there one, would send more
+    wait_for(lambda: not exporter_pids(state), DEADLINE)  # every exporter left: none can send more
     sessions = [attrs[schema.SESSION_ID] for attrs, value in sink.event_points() for _ in range(value)]
     assert sorted(sessions) == sorted(f"s{i}" for i in range(50))
 
@@ -156,12 +157,9 @@ def test_spool_bound_drops_oldest_and_says_how_many(sink: OtlpSink, state: Path)
     sink.stop()
     env = hook_env(state, f"http://127.0.0.1:{port}", CLAUDE_METRICS_SPOOL_MAX_ITEMS="2")
     env_recording_only = dict(env, CLAUDE_METRICS_DISABLED="")
-    from otel_metrics import lock
-
-    fd = lock.try_acquire(str(state))  # hold the exporter back while five records pile up
-    for i in range(5):
-        run_hook(prompt_input(f"/cmd:n{i}"), env_recording_only)
-    lock.release(fd)
+    with exporter_lock_held(state):  # hold the exporter back while five records pile up
+        for i in range(5):
+            run_hook(prompt_input(f"/cmd:n{i}"), env_recording_only)
     sink.port = port
     sink.start()
     run_hook(prompt_input("/cmd:n5"), env)

@@ -7,14 +7,13 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from otel_metrics import schema
 from support.otlp_sink import OtlpSink
-from support.plugin_hooks import hook_env, prompt_input, run_hook, session_input, skill_input
+from support.plugin_hooks import delivered, hook_env, prompt_input, run_hook, session_input, skill_input
 from support.processes import wait_for
 
 MARKERS = {
@@ -87,7 +86,7 @@ def test_otlp_bytes_from_the_hooks_carry_nothing_personal(leaky_env, tmp_path: P
     try:
         run_session(hook_env(state, sink.url, **extra), transcript_with_markers(tmp_path))
         wait_for(lambda: sink.event_count() == 2 and len(sink.spans()) == 1, 60)
-        time.sleep(0.5)
+        wait_for(lambda: delivered(state), 60)  # all the hooks sent is in: nothing more to come
         wire = b"".join(body for _, body in sink.requests)
         for text in personal_strings():
             assert text.encode() not in wire, text

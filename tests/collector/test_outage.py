@@ -21,7 +21,7 @@ from otel_metrics.payloads import event_payload
 from support.collector_process import CollectorProcess
 from support.legacy_payloads import expected_event
 from support.otlp_requests import post_metrics
-from support.plugin_hooks import hook_env, prompt_input, run_hook, session_input
+from support.plugin_hooks import delivered, hook_env, prompt_input, run_hook, session_input
 from support.processes import EndpointProcess, ForwarderProcess, free_port, wait_for
 
 pytestmark = pytest.mark.collector
@@ -39,9 +39,16 @@ def send_commands(state: Path, otelcol: CollectorProcess, session_id: str) -> No
     wait_until_queued(otelcol, len(COMMANDS))
 
 
-def assert_commands_arrived_once(endpoint: EndpointProcess, state: Path, session_id: str) -> None:
+def nothing_more_to_come(state: Path, otelcol: CollectorProcess, forwarder: ForwarderProcess) -> None:
+    """Wait until the hooks' spool, the collector's queues and the forwarder's outbox are empty."""
+    wait_for(lambda: delivered(state, forwarder.outbox) and otelcol.drained(), DEADLINE, 0.1)
+
+
+def assert_commands_arrived_once(
+    endpoint: EndpointProcess, state: Path, session_id: str, otelcol: CollectorProcess, forwarder: ForwarderProcess
+) -> None:
     wait_for(lambda: len(endpoint.events()) >= len(COMMANDS), DEADLINE)
-    time.sleep(1.5)  # past a batch flush: nothing more arrives
+    nothing_more_to_come(state, otelcol, forwarder)
     events = endpoint.events()
     names = sorted(event["name"] for event in events)
     assert names == sorted(prompt.split()[0][1:] for prompt in COMMANDS)
@@ -71,11 +78,11 @@ def test_events_sent_while_the_forwarder_is_down_arrive_when_it_is_back(
     forwarder, otelcol = forwarder_down
 
     send_commands(state, otelcol, "outage")
-    time.sleep(1.5)  # the exporter is retrying by now
+    wait_for(lambda: "Exporting failed. Will retry" in otelcol.log(), DEADLINE, 0.1)  # it tried: refused
     assert endpoint_server.events() == []
 
     forwarder.restart()  # same port
-    assert_commands_arrived_once(endpoint_server, state, "outage")
+    assert_commands_arrived_once(endpoint_server, state, "outage", otelcol, forwarder)
     assert otelcol.telemetry("otelcol_exporter_send_failed_metric_points") == 0
 
 
@@ -90,7 +97,7 @@ def test_events_survive_a_collector_restart_during_the_outage(
     assert endpoint_server.events() == []
 
     forwarder.restart()
-    assert_commands_arrived_once(endpoint_server, state, "restart")
+    assert_commands_arrived_once(endpoint_server, state, "restart", otelcol, forwarder)
 
 
 def test_a_session_survives_a_collector_crash(
@@ -108,7 +115,7 @@ def test_a_session_survives_a_collector_crash(
     forwarder.restart()
     [session] = wait_for(endpoint_server.sessions, DEADLINE)
     assert (session["session_id"], session["exit_reason"], session["turn_count"]) == ("crashed", "other", 0)
-    time.sleep(1.5)
+    nothing_more_to_come(state, otelcol, forwarder)
     assert len(endpoint_server.sessions()) == 1
 
 
@@ -140,7 +147,7 @@ def test_a_full_forwarder_answers_503_and_the_collector_retries_until_it_can(
     try:
         endpoint.start()
         wait_for(lambda: len(endpoint.events()) >= len(direct) + len(COMMANDS), DEADLINE)
-        time.sleep(1.5)
+        nothing_more_to_come(state, otelcol, forwarder)
         events = endpoint.events()
         assert [event for event in events if event["session_id"].startswith("contract")] == [
             event_payload(event) for event in direct

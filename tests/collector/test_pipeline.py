@@ -15,6 +15,7 @@ from support.legacy_payloads import expected_event, session_summary, utc
 from support.paths import FIXTURE_TRANSCRIPT
 from support.plugin_hooks import (
     copy_fixture_transcript,
+    delivered,
     hook_env,
     run_command_skill_and_end,
 )
@@ -48,6 +49,6 @@ def test_command_skill_and_session_end_arrive_exactly_through_the_collector(
     assert skill == expected_event("skill", "pdf:extract", 0, SESSION_ID, state, skill["timestamp"])
     assert endpoint_server.sessions() == [session_summary(transcript, state, "--reason", "logout")]
 
-    time.sleep(2)  # a batch flush later, still each item once
+    wait_for(lambda: delivered(state, forwarder.outbox) and otelcol.drained(), DEADLINE)  # nothing more to come
     assert (len(endpoint_server.events()), len(endpoint_server.sessions())) == (2, 1)
     assert otelcol.telemetry("otelcol_exporter_send_failed_metric_points") == 0

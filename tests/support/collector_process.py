@@ -65,6 +65,11 @@ class CollectorProcess(BinaryServer):
             self.http.get(f"http://127.0.0.1:{self.telemetry_port}/metrics", timeout=5).text, name, **labels
         )
 
+    def drained(self) -> bool:
+        """Nothing waits in its sending queues and nothing is being sent: all it took has been handed on."""
+        waiting = self.telemetry("otelcol_exporter_queue_size")
+        return waiting + self.telemetry("otelcol_exporter_in_flight_requests") == 0
+
     def accepted(self) -> int:
         """Data points and spans the receiver took (each is in the persistent queue by then)."""
         return int(
