@@ -14,7 +14,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import pytest
 
@@ -288,7 +288,9 @@ def first_run_reported(tmp_path: Path, state: Path, exporter: Exporter) -> Tuple
 
 
 @pytest.fixture
-def in_process(sink: OtlpSink, state: Path):
+def start_exporter(sink: OtlpSink, state: Path) -> Callable[[], Exporter]:
+    """start(): an exporter in this process on `state`, sending to `sink` (a new one each call: a restart)."""
+
     def start() -> Exporter:
         # A session is quiet at once: its transcript has not changed for a nanosecond.
         env = {"CLAUDE_METRICS_OTLP_ENDPOINT": sink.url, "CLAUDE_METRICS_SESSION_QUIET_MINUTES": "1e-12"}
@@ -298,12 +300,12 @@ def in_process(sink: OtlpSink, state: Path):
 
 
 def test_each_run_of_a_resumed_session_is_reported_on_its_own(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter
 ) -> None:
     first, second = run_lines(0, "t1"), run_lines(100, "t2", failing=True)
     subagent = [answer("x1", tool_use("t3"), timestamp=stamp(101))]
     transcript = session(tmp_path, first)
-    exporter = in_process()
+    exporter = start_exporter()
     hook_record(state, session_input("SessionEnd", "s1", transcript))
     drain(exporter)
     append(transcript, second)
@@ -323,24 +325,24 @@ def test_each_run_of_a_resumed_session_is_reported_on_its_own(
 
 
 def test_a_resume_that_writes_before_the_exporter_reads_belongs_to_the_next_report(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter
 ) -> None:
     first, second = run_lines(0, "t1"), run_lines(100, "t2")
     transcript = session(tmp_path, first)
     hook_record(state, session_input("SessionEnd", "s1", transcript))
     append(transcript, second)  # `claude --resume` started at once: the exporter has not read yet
-    exporter = in_process()
+    exporter = start_exporter()
     drain(exporter)
     hook_record(state, session_input("SessionEnd", "s1", transcript))
     drain(exporter)
     assert [reported(s) for s in sessions_sent(sink)] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
 
 
-def test_a_fork_reports_only_what_it_wrote(sink: OtlpSink, state: Path, tmp_path: Path, in_process) -> None:
+def test_a_fork_reports_only_what_it_wrote(sink: OtlpSink, state: Path, tmp_path: Path, start_exporter) -> None:
     """`claude --resume P --fork-session`: the new transcript starts with P's entries (uuids and times kept)."""
     parent_lines = run_lines(0, "t1")
     parent = session(tmp_path / "p", parent_lines)
-    exporter = in_process()
+    exporter = start_exporter()
     hook_record(state, session_input("SessionEnd", "P", parent))
     drain(exporter)
     header = {"type": "queue-operation", "operation": "enqueue", "timestamp": stamp(200), "sessionId": "F"}
@@ -365,9 +367,9 @@ def test_a_fork_reports_only_what_it_wrote(sink: OtlpSink, state: Path, tmp_path
 
 @pytest.mark.parametrize("quiet_rule", [False, True], ids=["session end", "quiet rule"])
 def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process, monkeypatch: pytest.MonkeyPatch, quiet_rule: bool
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter, monkeypatch: pytest.MonkeyPatch, quiet_rule: bool
 ) -> None:
-    exporter = in_process()
+    exporter = start_exporter()
     transcript, first, second = first_run_reported(tmp_path, state, exporter)
     append(transcript, second)
     hook_record(state, session_input("SessionStart", "s1", transcript))
@@ -382,7 +384,7 @@ def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
     with pytest.raises(Crash):  # the ready record is written, the registry not told
         exporter.report_quiet_sessions() if quiet_rule else exporter.drain()
     assert any("-session-" in name for name in spool.pending(str(state)))
-    restarted = in_process()
+    restarted = start_exporter()
     drain(restarted)
     assert restarted.report_quiet_sessions() == 0
     hook_record(state, session_input("SessionEnd", "s1", transcript))
@@ -392,12 +394,12 @@ def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
 
 
 def test_a_session_end_read_again_after_a_crash_reports_nothing_twice(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process, monkeypatch: pytest.MonkeyPatch
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The registry noted the segment, then the exporter died before removing the SessionEnd record."""
     transcript = session(tmp_path, run_lines(0, "t1"))
     hook_record(state, session_input("SessionEnd", "s1", transcript))
-    exporter = in_process()
+    exporter = start_exporter()
     original_remove = spool.remove
 
     def crash_on_session_end(state_dir: str, name: str) -> None:
@@ -409,7 +411,7 @@ def test_a_session_end_read_again_after_a_crash_reports_nothing_twice(
     with pytest.raises(Crash):
         exporter.drain()
     monkeypatch.setattr(spool, "remove", original_remove)
-    restarted = in_process()
+    restarted = start_exporter()
     drain(restarted)
     drain(restarted)
     assert len(sessions_sent(sink)) == 1
@@ -417,9 +419,9 @@ def test_a_session_end_read_again_after_a_crash_reports_nothing_twice(
 
 
 def test_the_quiet_rule_reports_a_resumed_run_that_never_ended(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter
 ) -> None:
-    exporter = in_process()
+    exporter = start_exporter()
     transcript, first, second = first_run_reported(tmp_path, state, exporter)
     assert exporter.report_quiet_sessions() == 0  # reported, nothing since
     hook_record(state, session_input("SessionStart", "s1", transcript))
@@ -439,26 +441,26 @@ def test_the_quiet_rule_reports_a_resumed_run_that_never_ended(
     ids=["earlier hook", "not a size", "negative"],
 )
 def test_a_session_end_without_usable_sizes_reads_to_the_end(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process, sizes: dict
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter, sizes: dict
 ) -> None:
     lines = run_lines(0, "t1")
     transcript = session(tmp_path, lines)
     record = {"record": "session_end", "session_id": "s1", "transcript_path": str(transcript), "reason": "logout"}
     spool.append(str(state), {**record, **sizes})
-    drain(in_process())
+    drain(start_exporter())
     [sent] = sessions_sent(sink)
     assert reported(sent) == expected(tmp_path, lines, 0)
     assert sent.exit_reason == "logout"
 
 
 def test_a_ready_record_of_an_earlier_version_is_sent_as_a_first_run(
-    sink: OtlpSink, state: Path, in_process
+    sink: OtlpSink, state: Path, start_exporter
 ) -> None:
     start = 1761827000 * 10**9  # a plausible time: the forwarder's decoder, which reads what was sent, checks it
     record = {"record": "session", "session_id": "s1", "user_id": None, "exit_reason": "other", "start_ns": start,
               "end_ns": start + 5, "version": "0.1.0", "os": "linux", **SessionAggregates(turn_count=2).as_dict()}
     spool.write(str(state), f"{time.time_ns():020d}-session-0123.json", record)
-    drain(in_process())
+    drain(start_exporter())
     [sent] = sessions_sent(sink)
     assert (sent.segment, sent.aggregates.turn_count) == (0, 2)
 
