@@ -195,37 +195,29 @@ def test_session_start_sends_what_was_left(sink: OtlpSink, state: Path, tmp_path
     assert attrs[schema.EVENT_TIMESTAMP] == 1700000000
 
 
-def test_a_warm_exporter_follows_a_hook_with_other_settings(state: Path) -> None:
+def test_a_warm_exporter_follows_a_hook_with_other_settings(state: Path, start_otlp_sink) -> None:
     """A later hook with another collector (a changed option, an updated plugin): the running exporter
     restarts itself in place with the hook's settings, and sends there."""
-    first, second = OtlpSink(), OtlpSink()
-    try:
-        run_hook(prompt_input("/a:one"), hook_env(state, first.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
-        assert wait_for(lambda: first.event_count() == 1, DEADLINE)
-        [pid] = exporter_pids(state)
-        run_hook(prompt_input("/b:two"), hook_env(state, second.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
-        assert wait_for(lambda: second.event_count() == 1, DEADLINE)
-        assert first.event_count() == 1
-        assert exporter_pids(state) == [pid]  # the same process, re-executed: the lock never changed hands
-    finally:
-        first.stop()
-        second.stop()
+    first, second = start_otlp_sink(), start_otlp_sink()
+    run_hook(prompt_input("/a:one"), hook_env(state, first.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
+    assert wait_for(lambda: first.event_count() == 1, DEADLINE)
+    [pid] = exporter_pids(state)
+    run_hook(prompt_input("/b:two"), hook_env(state, second.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
+    assert wait_for(lambda: second.event_count() == 1, DEADLINE)
+    assert first.event_count() == 1
+    assert exporter_pids(state) == [pid]  # the same process, re-executed: the lock never changed hands
 
 
-def test_a_changed_configuration_file_is_read_before_the_next_export(state: Path) -> None:
-    first, second = OtlpSink(), OtlpSink()
-    try:
-        env = hook_env(state, "", CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30")  # no variable: the file decides
-        (state / "config.json").write_text(json.dumps({"otlp_endpoint": first.url}))
-        run_hook(prompt_input("/a:one"), env)
-        assert wait_for(lambda: first.event_count() == 1, DEADLINE)
-        (state / "config.json").write_text(json.dumps({"otlp_endpoint": second.url}))
-        run_hook(prompt_input("/b:two"), env)
-        assert wait_for(lambda: second.event_count() == 1, DEADLINE)
-        assert first.event_count() == 1
-    finally:
-        first.stop()
-        second.stop()
+def test_a_changed_configuration_file_is_read_before_the_next_export(state: Path, start_otlp_sink) -> None:
+    first, second = start_otlp_sink(), start_otlp_sink()
+    env = hook_env(state, "", CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30")  # no variable: the file decides
+    (state / "config.json").write_text(json.dumps({"otlp_endpoint": first.url}))
+    run_hook(prompt_input("/a:one"), env)
+    assert wait_for(lambda: first.event_count() == 1, DEADLINE)
+    (state / "config.json").write_text(json.dumps({"otlp_endpoint": second.url}))
+    run_hook(prompt_input("/b:two"), env)
+    assert wait_for(lambda: second.event_count() == 1, DEADLINE)
+    assert first.event_count() == 1
 
 
 # Sessions in segments: the exporter in process (its registry, spool and SDK real) against the sink.

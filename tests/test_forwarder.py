@@ -576,32 +576,28 @@ def test_its_own_metrics_for_prometheus(gate: LegacySink, endpoint_server, start
     assert prometheus_sum(text, "otel_metrics_forwarder_delivery_inflight") == 0
 
 
-def test_its_own_metrics_by_otlp(endpoint_server: EndpointProcess, start_forwarder) -> None:
-    sink = OtlpSink()
-    try:
-        env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200")
-        forwarder = start_forwarder(endpoint_server.url, args=["--telemetry-otlp", sink.url], env=env)
-        assert post_metrics(forwarder.url, SKILL).status_code == 200
-        wait_for(lambda: endpoint_server.events())
+def test_its_own_metrics_by_otlp(endpoint_server: EndpointProcess, start_forwarder, sink: OtlpSink) -> None:
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200")
+    forwarder = start_forwarder(endpoint_server.url, args=["--telemetry-otlp", sink.url], env=env)
+    assert post_metrics(forwarder.url, SKILL).status_code == 200
+    wait_for(lambda: endpoint_server.events())
 
-        def names() -> set:
-            return {
-                m.name for r in sink.metrics for rm in r.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-            }
+    def names() -> set:
+        return {
+            m.name for r in sink.metrics for rm in r.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        }
 
-        wait_for(lambda: "otel_metrics.forwarder.payload.delivered" in names())
-        assert {
-            "otel_metrics.forwarder.payload.received",
-            "otel_metrics.forwarder.delivery.duration",
-            "otel_metrics.forwarder.outbox.size",
-            "otel_metrics.forwarder.outbox.capacity",
-            "http.client.request.duration",
-        } <= names()
-        resource = {kv.key: kv.value.string_value for kv in sink.metrics[-1].resource_metrics[0].resource.attributes}
-        assert resource["service.name"] == "otel-metrics-forwarder"
-        assert forwarder.stop() == 0
-    finally:
-        sink.stop()
+    wait_for(lambda: "otel_metrics.forwarder.payload.delivered" in names())
+    assert {
+        "otel_metrics.forwarder.payload.received",
+        "otel_metrics.forwarder.delivery.duration",
+        "otel_metrics.forwarder.outbox.size",
+        "otel_metrics.forwarder.outbox.capacity",
+        "http.client.request.duration",
+    } <= names()
+    resource = {kv.key: kv.value.string_value for kv in sink.metrics[-1].resource_metrics[0].resource.attributes}
+    assert resource["service.name"] == "otel-metrics-forwarder"
+    assert forwarder.stop() == 0
 
 
 @pytest.mark.parametrize(

@@ -80,24 +80,20 @@ def leaky_env(state: Path):
     return state, extra
 
 
-def test_otlp_bytes_from_the_hooks_carry_nothing_personal(leaky_env, tmp_path: Path) -> None:
+def test_otlp_bytes_from_the_hooks_carry_nothing_personal(leaky_env, sink: OtlpSink, tmp_path: Path) -> None:
     state, extra = leaky_env
-    sink = OtlpSink()
-    try:
-        run_session(hook_env(state, sink.url, **extra), transcript_with_markers(tmp_path))
-        wait_for(lambda: sink.event_count() == 2 and len(sink.spans()) == 1, 60)
-        wait_for(lambda: delivered(state), 60)  # all the hooks sent is in: nothing more to come
-        wire = b"".join(body for _, body in sink.requests)
-        for text in personal_strings():
-            assert text.encode() not in wire, text
-        for request in sink.metrics:
-            for rm in request.resource_metrics:
-                assert sorted(kv.key for kv in rm.resource.attributes) == sorted(schema.RESOURCE_KEYS)
-        for request in sink.traces:
-            for rs in request.resource_spans:
-                assert sorted(kv.key for kv in rs.resource.attributes) == sorted(schema.RESOURCE_KEYS)
-    finally:
-        sink.stop()
+    run_session(hook_env(state, sink.url, **extra), transcript_with_markers(tmp_path))
+    wait_for(lambda: sink.event_count() == 2 and len(sink.spans()) == 1, 60)
+    wait_for(lambda: delivered(state), 60)  # all the hooks sent is in: nothing more to come
+    wire = b"".join(body for _, body in sink.requests)
+    for text in personal_strings():
+        assert text.encode() not in wire, text
+    for request in sink.metrics:
+        for rm in request.resource_metrics:
+            assert sorted(kv.key for kv in rm.resource.attributes) == sorted(schema.RESOURCE_KEYS)
+    for request in sink.traces:
+        for rs in request.resource_spans:
+            assert sorted(kv.key for kv in rs.resource.attributes) == sorted(schema.RESOURCE_KEYS)
 
 
 def test_legacy_payloads_carry_nothing_personal(leaky_env, tmp_path: Path, endpoint_server, start_forwarder) -> None:
