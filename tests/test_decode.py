@@ -173,7 +173,6 @@ def test_a_point_stands_for_at_most_the_events_of_one_export() -> None:
     ]
 
 
-
 def test_a_payload_larger_than_the_endpoint_takes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every field is bounded, so no payload comes near the limit; were a bound raised, the door still holds."""
     monkeypatch.setattr(limits, "PAYLOAD_MAX_BYTES", 300)

@@ -50,5 +50,3 @@ def test_session_to_otlp_to_session_is_the_identity(sent: List[Session], encodin
     decoded = sessions_from_traces(through_the_wire(encode_spans(sessions_to_spans(sent)), encoding))
     assert (decoded.rejected, decoded.errors) == (0, [])
     assert Counter(decoded.sessions) == Counter(sent)
-
-

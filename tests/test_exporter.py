@@ -119,9 +119,7 @@ def test_records_refused_for_good_are_set_aside_and_the_rest_flows(sink: OtlpSin
 def test_fifty_concurrent_hooks_arrive_exactly_once(sink: OtlpSink, state: Path) -> None:
     env = hook_env(state, sink.url)
     with ThreadPoolExecutor(max_workers=50) as pool:
-        results = list(
-            pool.map(lambda i: run_hook(prompt_input(f"/burst:n{i}", session_id=f"s{i}"), env), range(50))
-        )
+        results = list(pool.map(lambda i: run_hook(prompt_input(f"/burst:n{i}", session_id=f"s{i}"), env), range(50)))
     assert all(r.returncode == 0 and r.stdout == b"" for r in results)
     assert wait_for(lambda: sink.event_count() >= 50 and not list(spool_records(state)), DEADLINE)
     wait_for(lambda: not exporter_pids(state), DEADLINE)  # every exporter left: none can send more
@@ -449,8 +447,17 @@ def test_a_ready_record_of_an_earlier_version_is_sent_as_a_first_run(
     sink: OtlpSink, state: Path, start_exporter
 ) -> None:
     start = 1761827000 * 10**9  # a plausible time: the forwarder's decoder, which reads what was sent, checks it
-    record = {"record": "session", "session_id": "s1", "user_id": None, "exit_reason": "other", "start_ns": start,
-              "end_ns": start + 5, "version": "0.1.0", "os": "linux", **SessionAggregates(turn_count=2).as_dict()}
+    record = {
+        "record": "session",
+        "session_id": "s1",
+        "user_id": None,
+        "exit_reason": "other",
+        "start_ns": start,
+        "end_ns": start + 5,
+        "version": "0.1.0",
+        "os": "linux",
+        **SessionAggregates(turn_count=2).as_dict(),
+    }
     spool.write(str(state), f"{time.time_ns():020d}-session-0123.json", record)
     drain(start_exporter())
     [sent] = sessions_sent(sink)

@@ -29,9 +29,7 @@ threading.Event().wait()
 @pytest.fixture
 def holder(state: Path) -> Iterator[subprocess.Popen]:
     """Another process holding the state directory's exporter lock."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(state)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(state)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "held"
     yield proc

@@ -114,8 +114,11 @@ def test_a_bare_python_3_9_delivers_through_the_embedded_default(state: Path, tm
         "logout",
     )
     probe = subprocess.run(
-        [str(state / "venv" / "bin" / "python"), "-c", "import sys, opentelemetry.sdk.version as v; "
-         "print(sys.version_info[:2], v.__version__)"],
+        [
+            str(state / "venv" / "bin" / "python"),
+            "-c",
+            "import sys, opentelemetry.sdk.version as v; print(sys.version_info[:2], v.__version__)",
+        ],
         capture_output=True,
         text=True,
     )
@@ -145,8 +148,13 @@ def test_doctor_reads_the_users_options_and_reports_what_is_missing(tmp_path: Pa
     assert f"not installed yet: the first hook installs them into {data / 'venv'}" in report
     assert "127.0.0.1:9 cannot be reached now" in report
     (data / "bootstrap.json").write_text(json.dumps({"failures": 2, "last_failure": 0, "reason": "offline, fix X"}))
-    out = subprocess.run(["sh", str(root / "scripts" / "run"), "doctor", str(root), str(data)], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["sh", str(root / "scripts" / "run"), "doctor", str(root), str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "FAIL  dependencies: installing them failed 2 time(s)" in out.stdout and "offline, fix X" in out.stdout
 

@@ -336,7 +336,6 @@ def test_a_request_larger_than_the_bound_is_taken_into_an_empty_outbox(
     assert receiver.queued() == EVENT_PAYLOADS
 
 
-
 # Bounds: what one request may cost.
 
 
@@ -381,5 +380,3 @@ def test_otlp_json_is_parsed_strictly(receiver: Receiver, body: str, problem: st
     response = receiver.post("/v1/metrics", body, JSON_TYPE)
     assert response.status_code == 400
     assert status_of(response).message == f"not an OTLP/json ExportMetricsServiceRequest: {problem}"
-
-

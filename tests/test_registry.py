@@ -79,9 +79,7 @@ def test_a_session_never_reported_is_quiet_once_its_files_stopped_changing(
     assert registry.quiet_sessions(QUIET + 1, NOW) == []
 
 
-def test_a_subagent_still_writing_keeps_the_session_from_being_quiet(
-    registry: SessionRegistry, tmp_path: Path
-) -> None:
+def test_a_subagent_still_writing_keeps_the_session_from_being_quiet(registry: SessionRegistry, tmp_path: Path) -> None:
     transcript = quiet_transcript(tmp_path, **{"agent-a1": [answer("x1")]})
     registry.seen("s1", str(transcript), NOW)
     os.utime(transcript.with_suffix("") / "subagents" / "agent-a1.jsonl", (NOW - 5, NOW - 5))

@@ -100,7 +100,6 @@ class User:
         return delivered(self.data)
 
 
-
 def _hello_with_a_skill_and_a_failing_tool(name: str) -> Script:
     return Script(
         {

@@ -86,9 +86,7 @@ def test_events_sent_while_the_forwarder_is_down_arrive_when_it_is_back(
     assert otelcol.telemetry("otelcol_exporter_send_failed_metric_points") == 0
 
 
-def test_events_survive_a_collector_restart_during_the_outage(
-    endpoint_server, forwarder_down, state: Path
-) -> None:
+def test_events_survive_a_collector_restart_during_the_outage(endpoint_server, forwarder_down, state: Path) -> None:
     forwarder, otelcol = forwarder_down
 
     send_commands(state, otelcol, "restart")
@@ -100,9 +98,7 @@ def test_events_survive_a_collector_restart_during_the_outage(
     assert_commands_arrived_once(endpoint_server, state, "restart", otelcol, forwarder)
 
 
-def test_a_session_survives_a_collector_crash(
-    endpoint_server, forwarder_down, state: Path, tmp_path: Path
-) -> None:
+def test_a_session_survives_a_collector_crash(endpoint_server, forwarder_down, state: Path, tmp_path: Path) -> None:
     """SIGKILL, no shutdown at all: the span is still on disk."""
     forwarder, otelcol = forwarder_down
 

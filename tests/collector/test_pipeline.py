@@ -43,9 +43,7 @@ def test_command_skill_and_session_end_arrive_exactly_through_the_collector(
 
     slash, skill = sorted(endpoint_server.events(), key=lambda payload: payload["type"] != "slash_command")
     assert utc(before) <= slash["timestamp"] <= skill["timestamp"] <= utc(after)
-    assert slash == expected_event(
-        "slash_command", "jira:solve", len(PROMPT), SESSION_ID, state, slash["timestamp"]
-    )
+    assert slash == expected_event("slash_command", "jira:solve", len(PROMPT), SESSION_ID, state, slash["timestamp"])
     assert skill == expected_event("skill", "pdf:extract", 0, SESSION_ID, state, skill["timestamp"])
     assert endpoint_server.sessions() == [session_summary(transcript, state, "--reason", "logout")]
 

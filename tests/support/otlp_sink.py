@@ -105,4 +105,3 @@ class OtlpSink:
                 for ss in rs.scope_spans
                 for span in ss.spans
             ]
-
