@@ -25,20 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
-import requests
-
-REPO = Path(__file__).resolve().parents[1]
-# The processes are run by the same harness as the tests.
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "collector")]
-
-from collector_harness import BASE_CONFIG, BINARY, CollectorProcess  # noqa: E402
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics  # noqa: E402
-from otlp_sink import OtlpSink  # noqa: E402
-from servers import EndpointProcess, ForwarderProcess, ServerProcess, wait_for  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' support package
 
 from otel_metrics import __version__  # noqa: E402
-from otel_metrics.emit import events_to_metrics  # noqa: E402
 from otel_metrics.model import Event  # noqa: E402
+from support.collector_process import BASE_CONFIG, BINARY, CollectorProcess  # noqa: E402
+from support.otlp_requests import otlp_metrics  # noqa: E402
+from support.otlp_sink import OtlpSink  # noqa: E402
+from support.processes import EndpointProcess, ForwarderProcess, ServerProcess, wait_for  # noqa: E402
+from support.raw_http import loopback_session  # noqa: E402
 
 SENDERS = 4  # concurrent load threads: a team's hooks, not one exporter
 
@@ -86,11 +81,7 @@ def request_bodies(count: int, per_request: int, run: str) -> List[bytes]:
         )
         for i in range(count)
     ]
-    bodies = []
-    for start in range(0, count, per_request):
-        [data] = events_to_metrics(events[start : start + per_request])
-        bodies.append(encode_metrics(data).SerializeToString())
-    return bodies
+    return [otlp_metrics(*events[start : start + per_request]) for start in range(0, count, per_request)]
 
 
 def post_all(url: str, bodies: List[bytes], timeout: float) -> float:
@@ -101,8 +92,7 @@ def post_all(url: str, bodies: List[bytes], timeout: float) -> float:
     def post(body: bytes) -> None:
         session = getattr(local, "session", None)
         if session is None:
-            session = local.session = requests.Session()
-            session.trust_env = False
+            session = local.session = loopback_session()
         while True:
             response = session.post(
                 f"{url}/v1/metrics", data=body, headers={"Content-Type": "application/x-protobuf"}, timeout=30

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "collector"), str(REPO / "benchmarks")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' support package
 
-from collector_harness import BASE_CONFIG, BINARY, CollectorProcess  # noqa: E402
 from collector_throughput import request_bodies  # noqa: E402
-from servers import ForwarderProcess, ServerProcess, cpu_seconds, peak_rss_mb, wait_for  # noqa: E402
 
 from otel_metrics.forwarder.http_client import Connection, target_for  # noqa: E402
+from support.collector_process import BASE_CONFIG, BINARY, CollectorProcess  # noqa: E402
+from support.paths import REPO  # noqa: E402
+from support.processes import ForwarderProcess, ServerProcess, cpu_seconds, peak_rss_mb, wait_for  # noqa: E402
 
 SENDERS = 4  # keep-alive connections posting OTLP at once
 MANY_SENDERS = 16  # a gateway forwarder's many exporters: acknowledged requests then share commits
@@ -194,7 +194,7 @@ def main() -> None:
         try:
             sinks = {}
             for name, delay in (("immediate", 0.0), ("50 ms", SLOW_SECONDS)):
-                sink = ServerProcess(["--delay", str(delay)], script=str(REPO / "tests" / "legacy_sink.py"))
+                sink = ServerProcess(["--delay", str(delay)], script=str(REPO / "tests" / "support" / "legacy_sink.py"))
                 started.append(sink)
                 sinks[name] = sink.start().url
             capacity = {

@@ -24,11 +24,16 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' support package
 
-from hooks_harness import PLUGIN, hook_commands  # noqa: E402
-from otlp_sink import OtlpSink  # noqa: E402
+from support.otlp_sink import OtlpSink  # noqa: E402
+from support.paths import (  # noqa: E402
+    FIXTURE_TRANSCRIPT,
+    PLUGIN,
+    REPO,  # noqa: E402
+)
+from support.plugin_hooks import hook_commands  # noqa: E402
+from support.processes import wait_for  # noqa: E402
 
 PYTHON = sys.executable
 # A plain prompt fires no hook of the plugin (it listens to UserPromptExpansion): nothing to time.
@@ -40,9 +45,7 @@ HOOK_EVENTS = {
 }
 OURS = {kind: ["/bin/sh", "-c", hook_commands()[event]] for kind, event in HOOK_EVENTS.items()}
 SEED_STYLE = REPO / "benchmarks" / "seed_style_hook.py"
-TRANSCRIPT = (
-    REPO.parent / "shared" / "fixtures" / "transcripts" / "marot-spotter" / "4d5611e5-241a-462a-8d15-5122611a9569.jsonl"
-)
+TRANSCRIPT = FIXTURE_TRANSCRIPT
 
 
 def hook_inputs(transcript: Path) -> Dict[str, bytes]:
@@ -93,10 +96,12 @@ def delivery_seconds(sink: OtlpSink, work: Path, inputs: Dict[str, bytes], burst
         jobs.append(pool.submit(timed, OURS[kind], inputs[kind], env))
         for job in jobs:
             job.result()
-    while sink.event_count() < events_before + burst - 1 or len(sink.spans()) < spans_before + 1:
-        if time.perf_counter() - start > 60:
-            return float("inf")
-        time.sleep(0.01)
+    try:
+        wait_for(
+            lambda: sink.event_count() >= events_before + burst - 1 and len(sink.spans()) >= spans_before + 1, 60, 0.01
+        )
+    except AssertionError:
+        return float("inf")
     return time.perf_counter() - start
 
 
@@ -122,8 +127,7 @@ def main() -> None:
     shutil.copy(TRANSCRIPT, transcript)
     inputs = {k: json.dumps(v).encode() for k, v in hook_inputs(transcript).items()}
     up = OtlpSink()
-    slow = OtlpSink()
-    slow.delay = 3.0
+    slow = OtlpSink(delay=3.0)
     down_port = OtlpSink()
     down_port.stop()
     states = {"up": up.url, "down": down_port.url, "slow (3 s)": slow.url}

@@ -1,8 +1,8 @@
 """Wall time of real `claude -p` sessions with and without the installed metrics plugin.
 
 The plugin is installed as users install it: this repository served as a git marketplace on
-loopback, `claude plugin marketplace add` and `claude plugin install` (tests/acceptance/
-marketplace.py), its dependencies installed beforehand into its data directory (what the first
+loopback, `claude plugin marketplace add` and `claude plugin install` (tests/support/
+git_marketplace.py), its dependencies installed beforehand into its data directory (what the first
 session of a new user does in the background). Every variant runs the same session against the
 loopback Messages API stand-in, with the test plugin (a command and a skill) loaded:
 
@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "acceptance"), str(REPO / "tests"), str(REPO)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' support package
 
-from claude_cli import (  # noqa: E402
+from otel_metrics import bootstrap  # noqa: E402
+from support.claude_cli import (  # noqa: E402
     CLAUDE_BIN,
     CLAUDE_CODE_VERSION,
     TEST_PLUGIN_DIR,
@@ -54,12 +54,11 @@ from claude_cli import (  # noqa: E402
     claude_command,
     ensure_claude_cli,
 )
-from fake_api import FakeMessagesAPI, Script, ToolCall, text, tools  # noqa: E402
-from marketplace import MARKETPLACE_NAME, PLUGIN_ID, Marketplace  # noqa: E402
-from otlp_sink import OtlpSink  # noqa: E402
-from pipeline import Endpoint, free_port, plugin_pids, stop_plugin_processes  # noqa: E402
-
-from otel_metrics import bootstrap  # noqa: E402
+from support.fake_messages_api import FakeMessagesAPI, Script, ToolCall, text, tools  # noqa: E402
+from support.git_marketplace import MARKETPLACE_NAME, PLUGIN_ID, Marketplace  # noqa: E402
+from support.otlp_sink import OtlpSink  # noqa: E402
+from support.plugin_hooks import plugin_pids, stop_plugin_processes  # noqa: E402
+from support.processes import EndpointProcess, cpu_seconds, free_port  # noqa: E402
 
 COMMAND = "/testkit:hello Benchmark"
 PLAIN_PROMPTS = 10
@@ -69,7 +68,6 @@ SESSIONS = ("command", "plain")
 VARIANTS = ("without", "floor", "with")
 QUIET_SECONDS = 0.5  # the plugin's processes' CPU time must stand still this long before the next run
 SETTLE_LIMIT_SECONDS = 15.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 DISABLED = json.dumps({"enabledPlugins": {PLUGIN_ID: False}})
 
 
@@ -95,10 +93,9 @@ class BackgroundCPU:
         used = 0.0
         for pid in plugin_pids(self.data_dir):
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total = cpu_seconds(pid)
             except (OSError, IndexError):
-                continue
-            total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+                continue  # gone meanwhile
             used += total - self._seen.get(pid, 0.0)
             self._seen[pid] = total
         return used
@@ -192,7 +189,7 @@ class Machine:
 def collector(state: str, workdir: Path, slow_seconds: float) -> Iterator[Dict[str, str]]:
     """The settings the hooks get in a collector state, with what it needs running meanwhile."""
     if state == "up":
-        endpoint = Endpoint(workdir)
+        endpoint = EndpointProcess(workdir / "endpoint.sqlite", log_path=workdir / "endpoint.log").start()
         try:
             yield {"CLAUDE_METRICS_URL": endpoint.url}
         finally:
@@ -200,8 +197,7 @@ def collector(state: str, workdir: Path, slow_seconds: float) -> Iterator[Dict[s
     elif state == "down":
         yield {"CLAUDE_METRICS_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
     else:
-        slow = OtlpSink()
-        slow.delay = slow_seconds
+        slow = OtlpSink(delay=slow_seconds)
         try:
             yield {"CLAUDE_METRICS_OTLP_ENDPOINT": slow.url}
         finally:

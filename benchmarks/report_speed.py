@@ -27,14 +27,12 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from servers import PostgresServer, postgres_bindir  # noqa: E402
-from usage_data import DAY, START, generate  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' support package
 
 from otel_metrics.report import build_report  # noqa: E402
 from otel_metrics.store import COLUMNS, insert_statement, open_store, row_values  # noqa: E402
+from support.postgres_server import PostgresServer, postgres_bindir  # noqa: E402
+from support.usage_data import DAY, START, generate  # noqa: E402
 
 BASELINE = "SELECT type, name, COUNT(*) FROM events GROUP BY type, name"
 

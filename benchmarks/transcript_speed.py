@@ -32,12 +32,10 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from naive_transcript import naive_summarize  # noqa: E402 - the reference reader is the tests'
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' support package
 
 from otel_metrics.transcript import subagent_transcripts, summarize  # noqa: E402
+from support.naive_transcript import naive_summarize  # noqa: E402
 
 # The generated transcript
 

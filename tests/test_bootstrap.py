@@ -11,13 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import StaticServer
 
 from otel_metrics import bootstrap
+from support.paths import PIP_CACHE, PLUGIN
+from support.static_server import StaticServer
 
-REPO = Path(__file__).resolve().parents[1]
-PLUGIN = REPO / "plugin"
-PIP_CACHE = REPO / ".cache" / "pip-acceptance"
 DEBIAN_PYTHON = Path("/usr/bin/python3.11")
 DEBIAN_STDLIB = Path("/usr/lib/python3.11")
 

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
-from typing import Any, Dict
 
 import pytest
-from servers import run_cli
 
 from otel_metrics.cli import listen_address
 from otel_metrics.model import COUNT_KEYS
 from otel_metrics.payloads import format_timestamp, mac
-
-USER = "550e8400-e29b-41d4-a716-446655440000"
-
-
-def session_summary(transcript: Path, state: Path, *args: str) -> Dict[str, Any]:
-    result = run_cli("session-summary", str(transcript), *args, env=dict(os.environ, CLAUDE_METRICS_DIR=str(state)))
-    assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == json.dumps(json.loads(result.stdout), sort_keys=True, indent=2) + "\n"
-    return json.loads(result.stdout)
+from support.legacy_payloads import USER, session_summary
 
 
 def test_a_transcript_without_session_id_or_times_is_named_by_its_file(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from otel_metrics import schema
 from otel_metrics.cli import build_parser
 from otel_metrics.endpoint import exposition
 from otel_metrics.store import open_store
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: Dict[str, dict] = COMPOSE["services"]
 COLLECTOR = SERVICES["collector"]

@@ -11,10 +11,9 @@ from otel_metrics import config
 
 
 @pytest.fixture
-def places(tmp_path: Path):
-    """A state directory and a plugin root, each with a config.json, and an environment naming them."""
-    state, plugin = tmp_path / "state", tmp_path / "plugin"
-    state.mkdir()
+def places(state: Path, tmp_path: Path):
+    """A state directory and a plugin root, for a config.json each, and an environment naming them."""
+    plugin = tmp_path / "plugin"
     plugin.mkdir()
     env = {config.ENV_STATE_DIR: str(state), config.ENV_PLUGIN_ROOT: str(plugin)}
     return state, plugin, env
@@ -46,6 +45,32 @@ def test_each_source_overrides_the_ones_after_it(places) -> None:
     assert config.resolve(config.METRICS_URL, option) == ("https://option", "CLAUDE_PLUGIN_OPTION_METRICS_URL")
     variable = dict(option, CLAUDE_METRICS_URL="https://variable")
     assert config.resolve(config.METRICS_URL, variable) == ("https://variable", "CLAUDE_METRICS_URL")
+
+
+def test_the_documented_order_first_found_wins(places) -> None:
+    """The module's order, top to bottom: each source, taken away, hands over to the next one."""
+    state, plugin, env = places
+    user, maintainer = write(state, otlp_endpoint="http://user:4318"), write(plugin, otlp_endpoint="http://plugin:4318")
+    env = dict(
+        env,
+        CLAUDE_METRICS_OTLP_ENDPOINT="http://variable:4318",
+        CLAUDE_PLUGIN_OPTION_OTLP_ENDPOINT="http://option:4318",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://otel:4318",
+    )
+    order = [
+        ("http://variable:4318", "CLAUDE_METRICS_OTLP_ENDPOINT"),
+        ("http://option:4318", "CLAUDE_PLUGIN_OPTION_OTLP_ENDPOINT"),
+        ("http://user:4318", str(user)),  # <state>/config.json: the user's own, kept across plugin updates
+        ("http://plugin:4318", str(maintainer)),
+        ("http://otel:4318", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (None, "default"),
+    ]
+    for value, source in order:
+        assert config.resolve(config.OTLP_ENDPOINT, env) == (value, source)
+        if source in env:
+            del env[source]
+        elif source != "default":
+            Path(source).unlink()
 
 
 def test_otel_variable_comes_last_and_embedded_overrides_a_collector(places) -> None:

@@ -8,69 +8,40 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from hooks_harness import (
-    FIXTURES,
-    expected_event,
+
+from support.legacy_payloads import expected_event, session_summary, utc
+from support.paths import FIXTURE_TRANSCRIPT
+from support.plugin_hooks import (
+    copy_fixture_transcript,
+    delivered,
     hook_env,
-    kill_exporters,
     prompt_input,
+    run_command_skill_and_end,
     run_hook,
     session_input,
-    skill_input,
 )
-from servers import wait_for
+from support.processes import wait_for
 
-FIXTURE = FIXTURES / "marot-spotter" / "4d5611e5-241a-462a-8d15-5122611a9569.jsonl"
-SESSION_ID = FIXTURE.stem  # the sessionId inside it
+SESSION_ID = FIXTURE_TRANSCRIPT.stem  # the sessionId inside it
 DEADLINE = 60.0
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path, endpoint_server, forwarder_server):
-    forwarder = forwarder_server(endpoint_server.url)
-    state = tmp_path / "state"
-    state.mkdir()
-    yield endpoint_server, forwarder, state
-    kill_exporters(state)
-
-
-def utc(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def session_summary(transcript: Path, reason: str, state: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "otel_metrics.cli", "session-summary", str(transcript), "--reason", reason],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**hook_env(state, "http://127.0.0.1:9")},
-    )
-    return json.loads(out.stdout)
+def pipeline(state: Path, endpoint_server, start_forwarder):
+    return endpoint_server, start_forwarder(endpoint_server.url), state
 
 
 def test_slash_command_skill_and_session_end_arrive_exactly(pipeline, tmp_path: Path) -> None:
-    if not FIXTURE.exists():
-        pytest.skip(f"{FIXTURE} is missing (shared/ fixtures beside the repo)")
     endpoint, forwarder, state = pipeline
-    transcript = tmp_path / FIXTURE.name
-    shutil.copy(FIXTURE, transcript)
-    shutil.copytree(FIXTURE.with_suffix(""), transcript.with_suffix(""))
+    transcript = copy_fixture_transcript(tmp_path)
     env = hook_env(state, forwarder.url)
     before = int(time.time())
     prompt = "/jira:solve ABC-123 the login page"
-    for result in (
-        run_hook(prompt_input(prompt, session_id=SESSION_ID), env),
-        run_hook(skill_input("pdf:extract", session_id=SESSION_ID, args="secret"), env),
-        run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env),
-    ):
-        assert (result.returncode, result.stdout) == (0, b"")
+    run_command_skill_and_end(env, SESSION_ID, prompt, transcript)
     wait_for(lambda: len(endpoint.events()) >= 2 and len(endpoint.sessions()) >= 1, DEADLINE)
     after = int(time.time())
 
@@ -81,14 +52,14 @@ def test_slash_command_skill_and_session_end_arrive_exactly(pipeline, tmp_path: 
         assert utc(before) <= payload["timestamp"] <= utc(after)
 
     [session] = endpoint.sessions()
-    assert session == session_summary(transcript, "logout", state)
-    expected_counts = json.loads(FIXTURE.with_name(FIXTURE.stem + ".expected.json").read_text())
+    assert session == session_summary(transcript, state, "--reason", "logout")
+    expected_counts = json.loads(FIXTURE_TRANSCRIPT.with_name(SESSION_ID + ".expected.json").read_text())
     assert {k: session[k] for k in expected_counts if k != "exit_reason"} == {
         k: v for k, v in expected_counts.items() if k != "exit_reason"
     }
     assert session["exit_reason"] == "logout"
 
-    time.sleep(1)  # nothing more arrives: each item once
+    wait_for(lambda: delivered(state, forwarder.outbox), DEADLINE)  # nothing more to come: each item once
     assert (len(endpoint.events()), len(endpoint.sessions())) == (2, 1)
 
 
@@ -106,14 +77,14 @@ def test_session_end_without_transcript_still_reports_the_session(pipeline) -> N
 
 def test_session_whose_end_never_fired_is_reported_once(pipeline, tmp_path: Path) -> None:
     """Ctrl+C, crash: the session seen at SessionStart is reported once its transcript is quiet."""
-    if not FIXTURE.exists():
-        pytest.skip(f"{FIXTURE} is missing")
+    if not FIXTURE_TRANSCRIPT.exists():
+        pytest.skip(f"{FIXTURE_TRANSCRIPT} is missing")
     endpoint, forwarder, state = pipeline
     transcript = tmp_path / "quiet.jsonl"
-    shutil.copy(FIXTURE, transcript)
+    shutil.copy(FIXTURE_TRANSCRIPT, transcript)
     env = hook_env(state, forwarder.url, CLAUDE_METRICS_SESSION_QUIET_MINUTES="0.01")
     run_hook(session_input("SessionStart", SESSION_ID, transcript), env)
-    time.sleep(1)
+    time.sleep(1)  # the transcript's files stay untouched past the quiet time (0.01 min): what makes it quiet
     run_hook(prompt_input("/later:command", session_id="another"), env)  # a later hook
     [session] = wait_for(endpoint.sessions, DEADLINE)
     assert session["exit_reason"] == "other"
@@ -122,5 +93,5 @@ def test_session_whose_end_never_fired_is_reported_once(pipeline, tmp_path: Path
     run_hook(session_input("SessionEnd", SESSION_ID, transcript, "logout"), env)
     run_hook(session_input("SessionStart", "third", tmp_path / "none.jsonl"), env)
     wait_for(lambda: len(endpoint.events()) == 1, DEADLINE)
-    time.sleep(2)
+    wait_for(lambda: delivered(state, forwarder.outbox), DEADLINE)  # nothing more to come
     assert len(endpoint.sessions()) == 1

@@ -6,59 +6,21 @@ import json
 import signal
 import socket
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
-from servers import EndpointProcess, Tricklers, answers_on, connect_all_while_stopped, wait_for
 
 from otel_metrics.payloads import canonical_text, mac
-
-USER = "550e8400-e29b-41d4-a716-446655440000"
-EVENT = {
-    "type": "skill",
-    "name": "prow-job:analyze",
-    "engine": "claude",
-    "version": "1.0",
-    "timestamp": "2025-10-30T12:34:56Z",
-    "session_id": "abc123",
-    "user_id": USER,
-    "os": "darwin",
-    "mac": mac("abc123", "2025-10-30T12:34:56Z"),
-    "prompt_length": 0,
-}
-SESSION = {
-    "session_id": "abc123",
-    "user_id": None,
-    "os": "linux",
-    "engine": "claude",
-    "start_timestamp": "2025-10-30T12:00:00Z",
-    "end_timestamp": "2025-10-30T12:10:00Z",
-    "session_duration": 600,
-    "exit_reason": "logout",
-    "mac": mac("abc123", "2025-10-30T12:00:00Z"),
-    "turn_count": 1,
-    "user_message_count": 1,
-    "assistant_message_count": 2,
-    "total_tool_calls": 1,
-    "tool_error_count": 0,
-    "bash_call_count": 1,
-    "file_read_count": 0,
-    "file_edit_count": 0,
-    "file_write_count": 0,
-    "grep_call_count": 0,
-    "glob_call_count": 0,
-    "web_fetch_call_count": 0,
-    "web_search_call_count": 0,
-    "had_errors": False,
-    "total_output_tokens": 512,
-}
+from support.legacy_payloads import EVENT, SESSION
+from support.processes import EndpointProcess, wait_for
+from support.raw_http import Tricklers, answers_on, connect_all_while_stopped, loopback_session
 
 
 @pytest.fixture
-def http() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    return session
+def http() -> Iterator[requests.Session]:
+    with loopback_session() as session:
+        yield session
 
 
 def test_valid_payloads_are_stored_and_listed_in_arrival_order(endpoint_server: EndpointProcess, http) -> None:

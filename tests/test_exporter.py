@@ -14,10 +14,19 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import pytest
-from hooks_harness import (
+
+from otel_metrics import schema, spool
+from otel_metrics.backoff import Backoff
+from otel_metrics.exporter.run import DrainSchedule, Exporter
+from otel_metrics.forwarder.decode import sessions_from_traces
+from otel_metrics.hook.main import record_for
+from otel_metrics.model import Session, SessionAggregates
+from otel_metrics.transcript import summarize
+from support.otlp_sink import OtlpSink
+from support.plugin_hooks import (
     exporter_lock_held,
     exporter_pids,
     hook_env,
@@ -29,9 +38,8 @@ from hooks_harness import (
     skill_input,
     spool_records,
 )
-from otlp_sink import OtlpSink
-from servers import wait_for
-from transcript_entries import (
+from support.processes import wait_for
+from support.transcript_entries import (
     answer,
     append,
     prompt,
@@ -43,14 +51,6 @@ from transcript_entries import (
     usage,
     write,
 )
-
-from otel_metrics import schema, spool
-from otel_metrics.backoff import Backoff
-from otel_metrics.exporter.run import DrainSchedule, Exporter
-from otel_metrics.forwarder.decode import sessions_from_traces
-from otel_metrics.hook.main import record_for
-from otel_metrics.model import Session, SessionAggregates
-from otel_metrics.transcript import summarize
 
 DEADLINE = 30.0  # generous: CI machines are slow; the latency itself is benchmarked
 
@@ -108,7 +108,8 @@ def test_records_refused_for_good_are_set_aside_and_the_rest_flows(sink: OtlpSin
     assert wait_for(lambda: sink.event_count() == 4, DEADLINE)
     arrived = sorted(a[schema.EVENT_NAME] for a, _ in sink.event_points())
     assert arrived == ["cmd:four", "cmd:one", "cmd:three", "cmd:two"]
-    [line] = [line for line in log_lines(state) if "refused 1 record(s) for good" in line]
+    # Said once the batch is done, which may be after the last of it arrived.
+    [line] = wait_for(lambda: [line for line in log_lines(state) if "refused 1 record(s) for good" in line], DEADLINE)
     assert "HTTP 400" in line
     [aside] = (state / "rejected").glob("*.json")
     assert json.loads(aside.read_text())["name"] == "cmd:poison"
@@ -118,12 +119,10 @@ def test_records_refused_for_good_are_set_aside_and_the_rest_flows(sink: OtlpSin
 def test_fifty_concurrent_hooks_arrive_exactly_once(sink: OtlpSink, state: Path) -> None:
     env = hook_env(state, sink.url)
     with ThreadPoolExecutor(max_workers=50) as pool:
-        results = list(
-            pool.map(lambda i: run_hook(prompt_input(f"/burst:n{i}", session_id=f"s{i}"), env), range(50))
-        )
+        results = list(pool.map(lambda i: run_hook(prompt_input(f"/burst:n{i}", session_id=f"s{i}"), env), range(50)))
     assert all(r.returncode == 0 and r.stdout == b"" for r in results)
     assert wait_for(lambda: sink.event_count() >= 50 and not list(spool_records(state)), DEADLINE)
-    time.sleep(1)  # a second exporter, were there one, would send more
+    wait_for(lambda: not exporter_pids(state), DEADLINE)  # every exporter left: none can send more
     sessions = [attrs[schema.SESSION_ID] for attrs, value in sink.event_points() for _ in range(value)]
     assert sorted(sessions) == sorted(f"s{i}" for i in range(50))
 
@@ -156,12 +155,9 @@ def test_spool_bound_drops_oldest_and_says_how_many(sink: OtlpSink, state: Path)
     sink.stop()
     env = hook_env(state, f"http://127.0.0.1:{port}", CLAUDE_METRICS_SPOOL_MAX_ITEMS="2")
     env_recording_only = dict(env, CLAUDE_METRICS_DISABLED="")
-    from otel_metrics import lock
-
-    fd = lock.try_acquire(str(state))  # hold the exporter back while five records pile up
-    for i in range(5):
-        run_hook(prompt_input(f"/cmd:n{i}"), env_recording_only)
-    lock.release(fd)
+    with exporter_lock_held(state):  # hold the exporter back while five records pile up
+        for i in range(5):
+            run_hook(prompt_input(f"/cmd:n{i}"), env_recording_only)
     sink.port = port
     sink.start()
     run_hook(prompt_input("/cmd:n5"), env)
@@ -197,37 +193,29 @@ def test_session_start_sends_what_was_left(sink: OtlpSink, state: Path, tmp_path
     assert attrs[schema.EVENT_TIMESTAMP] == 1700000000
 
 
-def test_a_warm_exporter_follows_a_hook_with_other_settings(state: Path) -> None:
+def test_a_warm_exporter_follows_a_hook_with_other_settings(state: Path, start_otlp_sink) -> None:
     """A later hook with another collector (a changed option, an updated plugin): the running exporter
     restarts itself in place with the hook's settings, and sends there."""
-    first, second = OtlpSink(), OtlpSink()
-    try:
-        run_hook(prompt_input("/a:one"), hook_env(state, first.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
-        assert wait_for(lambda: first.event_count() == 1, DEADLINE)
-        [pid] = exporter_pids(state)
-        run_hook(prompt_input("/b:two"), hook_env(state, second.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
-        assert wait_for(lambda: second.event_count() == 1, DEADLINE)
-        assert first.event_count() == 1
-        assert exporter_pids(state) == [pid]  # the same process, re-executed: the lock never changed hands
-    finally:
-        first.stop()
-        second.stop()
+    first, second = start_otlp_sink(), start_otlp_sink()
+    run_hook(prompt_input("/a:one"), hook_env(state, first.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
+    assert wait_for(lambda: first.event_count() == 1, DEADLINE)
+    [pid] = exporter_pids(state)
+    run_hook(prompt_input("/b:two"), hook_env(state, second.url, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30"))
+    assert wait_for(lambda: second.event_count() == 1, DEADLINE)
+    assert first.event_count() == 1
+    assert exporter_pids(state) == [pid]  # the same process, re-executed: the lock never changed hands
 
 
-def test_a_changed_configuration_file_is_read_before_the_next_export(state: Path) -> None:
-    first, second = OtlpSink(), OtlpSink()
-    try:
-        env = hook_env(state, "", CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30")  # no variable: the file decides
-        (state / "config.json").write_text(json.dumps({"otlp_endpoint": first.url}))
-        run_hook(prompt_input("/a:one"), env)
-        assert wait_for(lambda: first.event_count() == 1, DEADLINE)
-        (state / "config.json").write_text(json.dumps({"otlp_endpoint": second.url}))
-        run_hook(prompt_input("/b:two"), env)
-        assert wait_for(lambda: second.event_count() == 1, DEADLINE)
-        assert first.event_count() == 1
-    finally:
-        first.stop()
-        second.stop()
+def test_a_changed_configuration_file_is_read_before_the_next_export(state: Path, start_otlp_sink) -> None:
+    first, second = start_otlp_sink(), start_otlp_sink()
+    env = hook_env(state, "", CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="30")  # no variable: the file decides
+    (state / "config.json").write_text(json.dumps({"otlp_endpoint": first.url}))
+    run_hook(prompt_input("/a:one"), env)
+    assert wait_for(lambda: first.event_count() == 1, DEADLINE)
+    (state / "config.json").write_text(json.dumps({"otlp_endpoint": second.url}))
+    run_hook(prompt_input("/b:two"), env)
+    assert wait_for(lambda: second.event_count() == 1, DEADLINE)
+    assert first.event_count() == 1
 
 
 # Sessions in segments: the exporter in process (its registry, spool and SDK real) against the sink.
@@ -290,7 +278,9 @@ def first_run_reported(tmp_path: Path, state: Path, exporter: Exporter) -> Tuple
 
 
 @pytest.fixture
-def in_process(sink: OtlpSink, state: Path):
+def start_exporter(sink: OtlpSink, state: Path) -> Callable[[], Exporter]:
+    """start(): an exporter in this process on `state`, sending to `sink` (a new one each call: a restart)."""
+
     def start() -> Exporter:
         # A session is quiet at once: its transcript has not changed for a nanosecond.
         env = {"CLAUDE_METRICS_OTLP_ENDPOINT": sink.url, "CLAUDE_METRICS_SESSION_QUIET_MINUTES": "1e-12"}
@@ -300,12 +290,12 @@ def in_process(sink: OtlpSink, state: Path):
 
 
 def test_each_run_of_a_resumed_session_is_reported_on_its_own(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter
 ) -> None:
     first, second = run_lines(0, "t1"), run_lines(100, "t2", failing=True)
     subagent = [answer("x1", tool_use("t3"), timestamp=stamp(101))]
     transcript = session(tmp_path, first)
-    exporter = in_process()
+    exporter = start_exporter()
     hook_record(state, session_input("SessionEnd", "s1", transcript))
     drain(exporter)
     append(transcript, second)
@@ -325,24 +315,24 @@ def test_each_run_of_a_resumed_session_is_reported_on_its_own(
 
 
 def test_a_resume_that_writes_before_the_exporter_reads_belongs_to_the_next_report(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter
 ) -> None:
     first, second = run_lines(0, "t1"), run_lines(100, "t2")
     transcript = session(tmp_path, first)
     hook_record(state, session_input("SessionEnd", "s1", transcript))
     append(transcript, second)  # `claude --resume` started at once: the exporter has not read yet
-    exporter = in_process()
+    exporter = start_exporter()
     drain(exporter)
     hook_record(state, session_input("SessionEnd", "s1", transcript))
     drain(exporter)
     assert [reported(s) for s in sessions_sent(sink)] == [expected(tmp_path, first, 0), expected(tmp_path, second, 1)]
 
 
-def test_a_fork_reports_only_what_it_wrote(sink: OtlpSink, state: Path, tmp_path: Path, in_process) -> None:
+def test_a_fork_reports_only_what_it_wrote(sink: OtlpSink, state: Path, tmp_path: Path, start_exporter) -> None:
     """`claude --resume P --fork-session`: the new transcript starts with P's entries (uuids and times kept)."""
     parent_lines = run_lines(0, "t1")
     parent = session(tmp_path / "p", parent_lines)
-    exporter = in_process()
+    exporter = start_exporter()
     hook_record(state, session_input("SessionEnd", "P", parent))
     drain(exporter)
     header = {"type": "queue-operation", "operation": "enqueue", "timestamp": stamp(200), "sessionId": "F"}
@@ -367,9 +357,9 @@ def test_a_fork_reports_only_what_it_wrote(sink: OtlpSink, state: Path, tmp_path
 
 @pytest.mark.parametrize("quiet_rule", [False, True], ids=["session end", "quiet rule"])
 def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process, monkeypatch: pytest.MonkeyPatch, quiet_rule: bool
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter, monkeypatch: pytest.MonkeyPatch, quiet_rule: bool
 ) -> None:
-    exporter = in_process()
+    exporter = start_exporter()
     transcript, first, second = first_run_reported(tmp_path, state, exporter)
     append(transcript, second)
     hook_record(state, session_input("SessionStart", "s1", transcript))
@@ -384,7 +374,7 @@ def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
     with pytest.raises(Crash):  # the ready record is written, the registry not told
         exporter.report_quiet_sessions() if quiet_rule else exporter.drain()
     assert any("-session-" in name for name in spool.pending(str(state)))
-    restarted = in_process()
+    restarted = start_exporter()
     drain(restarted)
     assert restarted.report_quiet_sessions() == 0
     hook_record(state, session_input("SessionEnd", "s1", transcript))
@@ -394,12 +384,12 @@ def test_a_crash_before_the_registry_notes_a_segment_reports_it_once(
 
 
 def test_a_session_end_read_again_after_a_crash_reports_nothing_twice(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process, monkeypatch: pytest.MonkeyPatch
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The registry noted the segment, then the exporter died before removing the SessionEnd record."""
     transcript = session(tmp_path, run_lines(0, "t1"))
     hook_record(state, session_input("SessionEnd", "s1", transcript))
-    exporter = in_process()
+    exporter = start_exporter()
     original_remove = spool.remove
 
     def crash_on_session_end(state_dir: str, name: str) -> None:
@@ -411,7 +401,7 @@ def test_a_session_end_read_again_after_a_crash_reports_nothing_twice(
     with pytest.raises(Crash):
         exporter.drain()
     monkeypatch.setattr(spool, "remove", original_remove)
-    restarted = in_process()
+    restarted = start_exporter()
     drain(restarted)
     drain(restarted)
     assert len(sessions_sent(sink)) == 1
@@ -419,9 +409,9 @@ def test_a_session_end_read_again_after_a_crash_reports_nothing_twice(
 
 
 def test_the_quiet_rule_reports_a_resumed_run_that_never_ended(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter
 ) -> None:
-    exporter = in_process()
+    exporter = start_exporter()
     transcript, first, second = first_run_reported(tmp_path, state, exporter)
     assert exporter.report_quiet_sessions() == 0  # reported, nothing since
     hook_record(state, session_input("SessionStart", "s1", transcript))
@@ -441,26 +431,35 @@ def test_the_quiet_rule_reports_a_resumed_run_that_never_ended(
     ids=["earlier hook", "not a size", "negative"],
 )
 def test_a_session_end_without_usable_sizes_reads_to_the_end(
-    sink: OtlpSink, state: Path, tmp_path: Path, in_process, sizes: dict
+    sink: OtlpSink, state: Path, tmp_path: Path, start_exporter, sizes: dict
 ) -> None:
     lines = run_lines(0, "t1")
     transcript = session(tmp_path, lines)
     record = {"record": "session_end", "session_id": "s1", "transcript_path": str(transcript), "reason": "logout"}
     spool.append(str(state), {**record, **sizes})
-    drain(in_process())
+    drain(start_exporter())
     [sent] = sessions_sent(sink)
     assert reported(sent) == expected(tmp_path, lines, 0)
     assert sent.exit_reason == "logout"
 
 
 def test_a_ready_record_of_an_earlier_version_is_sent_as_a_first_run(
-    sink: OtlpSink, state: Path, in_process
+    sink: OtlpSink, state: Path, start_exporter
 ) -> None:
     start = 1761827000 * 10**9  # a plausible time: the forwarder's decoder, which reads what was sent, checks it
-    record = {"record": "session", "session_id": "s1", "user_id": None, "exit_reason": "other", "start_ns": start,
-              "end_ns": start + 5, "version": "0.1.0", "os": "linux", **SessionAggregates(turn_count=2).as_dict()}
+    record = {
+        "record": "session",
+        "session_id": "s1",
+        "user_id": None,
+        "exit_reason": "other",
+        "start_ns": start,
+        "end_ns": start + 5,
+        "version": "0.1.0",
+        "os": "linux",
+        **SessionAggregates(turn_count=2).as_dict(),
+    }
     spool.write(str(state), f"{time.time_ns():020d}-session-0123.json", record)
-    drain(in_process())
+    drain(start_exporter())
     [sent] = sessions_sent(sink)
     assert (sent.segment, sent.aggregates.turn_count) == (0, 2)
 

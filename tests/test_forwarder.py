@@ -1,7 +1,7 @@
 """The forwarder and the reference endpoint as processes on loopback: OTLP in, whole legacy payloads out.
 
 Between them, where a test needs the endpoint to fail, be slow or hang, stands a
-gate (legacy_sink.LegacySink): a real HTTP server that answers as scripted or
+gate (support.legacy_sink.LegacySink): a real HTTP server that answers as scripted or
 passes requests on to the endpoint.
 """
 
@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -23,30 +22,21 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import requests
-import test_decode as otlp
 from google.rpc.status_pb2 import Status
-from legacy_sink import LegacySink, Reply
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from otlp_sink import OtlpSink
-from servers import (
-    EndpointProcess,
-    ForwarderProcess,
-    Tricklers,
-    answers_on,
-    connect_all_while_stopped,
-    cpu_seconds,
-    peak_rss_mb,
-    prometheus_sum,
-    run_cli,
-    wait_for,
-)
 
 from otel_metrics import schema
-from otel_metrics.emit import OtlpSender, events_to_metrics
+from otel_metrics.emit import OtlpSender
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import event_payload, session_payload
+from support import otlp_requests as otlp
+from support.legacy_sink import LegacySink, Reply
+from support.otlp_requests import otlp_metrics, post_metrics
+from support.otlp_sink import OtlpSink
+from support.processes import EndpointProcess, ForwarderProcess, cpu_seconds, free_port, peak_rss_mb, run_cli, wait_for
+from support.prometheus_text import prometheus_sum
+from support.raw_http import Tricklers, answers_on, connect_all_while_stopped, loopback_session, raw_post
 
 USER = "550e8400-e29b-41d4-a716-446655440000"
 COMMAND = Event("slash_command", "jira:solve", 17, "sess-1", 1761827696, USER, "1.0", "linux")
@@ -58,22 +48,6 @@ SESSION = Session(
                       bash_call_count=2, grep_call_count=1, total_input_tokens=40, cache_read_tokens=900),
 )  # fmt: skip
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
-
-
-def otlp_metrics(*events: Event) -> bytes:
-    [data] = events_to_metrics(events)  # one resource: one request
-    return encode_metrics(data).SerializeToString()
-
-
-def loopback_http() -> requests.Session:
-    http = requests.Session()
-    http.trust_env = False
-    return http
-
-
-def post_metrics(url: str, *events: Event) -> requests.Response:
-    with loopback_http() as http:
-        return http.post(f"{url}/v1/metrics", data=otlp_metrics(*events), headers=PROTOBUF, timeout=10)
 
 
 def send(url: str, events: List[Event] = (), sessions: List[Session] = ()) -> None:
@@ -98,14 +72,8 @@ def gate(endpoint_server: EndpointProcess) -> Iterator[LegacySink]:
     gate.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_otlp_in_whole_legacy_payloads_out(endpoint_server: EndpointProcess, forwarder_server) -> None:
-    forwarder = forwarder_server(endpoint_server.url)
+def test_otlp_in_whole_legacy_payloads_out(endpoint_server: EndpointProcess, start_forwarder) -> None:
+    forwarder = start_forwarder(endpoint_server.url)
     send(forwarder.otlp_url, events=[COMMAND, SKILL, COMMAND], sessions=[SESSION])
     wait_for(lambda: len(endpoint_server.events()) == 3 and len(endpoint_server.sessions()) == 1)
     expected_events = [event_payload(COMMAND), event_payload(COMMAND), event_payload(SKILL)]
@@ -114,10 +82,10 @@ def test_otlp_in_whole_legacy_payloads_out(endpoint_server: EndpointProcess, for
     assert forwarder.stop() == 0  # SIGTERM: a clean exit
 
 
-def test_endpoint_errors_are_retried_until_it_recovers(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_endpoint_errors_are_retried_until_it_recovers(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     failures = iter(range(3))
     gate.answer = lambda target, payload: 500 if next(failures, None) is not None else None
-    forwarder = forwarder_server(gate.url)
+    forwarder = start_forwarder(gate.url)
     send(forwarder.otlp_url, events=[COMMAND], sessions=[SESSION])
     wait_for(lambda: len(endpoint_server.events()) == 1 and len(endpoint_server.sessions()) == 1)
     assert endpoint_server.events() == [event_payload(COMMAND)]
@@ -131,10 +99,10 @@ def dead_letters(forwarder: ForwarderProcess, *args: str) -> subprocess.Complete
 
 
 def test_a_payload_the_endpoint_refuses_is_dead_lettered_then_replayed(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
     gate.answer = lambda target, payload: 400 if payload["name"] == "poison" else None
-    forwarder = forwarder_server(gate.url)
+    forwarder = start_forwarder(gate.url)
     assert post_metrics(forwarder.url, POISON).status_code == 200
     wait_for(gate.statuses)
     assert post_metrics(forwarder.url, SKILL).status_code == 200
@@ -173,10 +141,10 @@ def test_a_payload_the_endpoint_refuses_is_dead_lettered_then_replayed(
 
 
 def test_a_replay_keeps_what_is_refused_again_and_stops_at_a_failing_endpoint(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
     gate.answer = lambda target, payload: 422
-    forwarder = forwarder_server(gate.url)
+    forwarder = start_forwarder(gate.url)
     assert post_metrics(forwarder.url, COMMAND, SKILL).status_code == 200
     wait_for(lambda: "2 dead letters" in dead_letters(forwarder).stdout)
     forwarder.stop()  # a replay needs no running forwarder
@@ -205,9 +173,9 @@ def test_dead_letters_of_an_outbox_that_does_not_exist(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
-def test_the_outbox_survives_a_restart(gate: LegacySink, endpoint_server, forwarder_server, stop_signal: int) -> None:
+def test_the_outbox_survives_a_restart(gate: LegacySink, endpoint_server, start_forwarder, stop_signal: int) -> None:
     gate.answer = lambda target, payload: 503  # the endpoint is down
-    forwarder = forwarder_server(gate.url)
+    forwarder = start_forwarder(gate.url)
     assert post_metrics(forwarder.url, COMMAND, SKILL).status_code == 200
     wait_for(lambda: len(gate.seen) >= 2)  # retried: still in the outbox
     exit_status = forwarder.stop(stop_signal)
@@ -218,9 +186,9 @@ def test_the_outbox_survives_a_restart(gate: LegacySink, endpoint_server, forwar
     assert by_text(endpoint_server.events()) == by_text([event_payload(COMMAND), event_payload(SKILL)])
 
 
-def test_503_with_retry_after_while_the_outbox_is_full(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_503_with_retry_after_while_the_outbox_is_full(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     gate.answer = lambda target, payload: 503
-    forwarder = forwarder_server(gate.url, args=["--max-outbox-items", "2"])
+    forwarder = start_forwarder(gate.url, args=["--max-outbox-items", "2"])
     assert post_metrics(forwarder.url, COMMAND, SKILL).status_code == 200
     refused = post_metrics(forwarder.url, POISON)
     assert refused.status_code == 503
@@ -234,11 +202,11 @@ def test_503_with_retry_after_while_the_outbox_is_full(gate: LegacySink, endpoin
     assert by_text(endpoint_server.events()) == by_text(expected)
 
 
-def test_413_above_the_size_limit(endpoint_server: EndpointProcess, forwarder_server) -> None:
-    forwarder = forwarder_server(endpoint_server.url, args=["--max-body-bytes", "2000"])
+def test_413_above_the_size_limit(endpoint_server: EndpointProcess, start_forwarder) -> None:
+    forwarder = start_forwarder(endpoint_server.url, args=["--max-body-bytes", "2000"])
     many = [Event("skill", f"skill-{i}", 0, "sess-1", 1761827696, USER, "1.0", "linux") for i in range(20)]
     body = otlp_metrics(*many)  # about 5 kB
-    with loopback_http() as http:
+    with loopback_session() as http:
         response = http.post(f"{forwarder.url}/v1/metrics", data=body, headers=PROTOBUF, timeout=10)
     assert response.status_code == 413
     assert Status.FromString(response.content).message == f"body of {len(body)} bytes is over the limit of 2000"
@@ -248,17 +216,17 @@ def test_413_above_the_size_limit(endpoint_server: EndpointProcess, forwarder_se
 
 
 def test_one_connection_to_the_endpoint_carries_every_payload(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
-    forwarder = forwarder_server(gate.url, args=["--workers", "1"])  # keep-alive: one POST at a time, one connection
+    forwarder = start_forwarder(gate.url, args=["--workers", "1"])  # keep-alive: one POST at a time, one connection
     for index in range(5):
         assert post_metrics(forwarder.url, Event("skill", f"s{index}", 0, "x", 1761827696, None, "1.0", "linux")).ok
     wait_for(lambda: len(endpoint_server.events()) == 5)
     assert gate.connections == 1
 
 
-def test_a_burst_opens_no_more_connections_than_workers(gate: LegacySink, endpoint_server, forwarder_server) -> None:
-    forwarder = forwarder_server(gate.url, args=["--workers", "3"])
+def test_a_burst_opens_no_more_connections_than_workers(gate: LegacySink, endpoint_server, start_forwarder) -> None:
+    forwarder = start_forwarder(gate.url, args=["--workers", "3"])
     events = [Event("skill", f"s{index}", 0, "x", 1761827696, None, "1.0", "linux") for index in range(60)]
     assert post_metrics(forwarder.url, *events).ok
     wait_for(lambda: len(endpoint_server.events()) == 60)
@@ -272,19 +240,19 @@ def proxy_env(proxy: str) -> Dict[str, str]:
     return env
 
 
-def test_a_loopback_endpoint_is_reached_without_the_proxy(endpoint_server: EndpointProcess, forwarder_server) -> None:
+def test_a_loopback_endpoint_is_reached_without_the_proxy(endpoint_server: EndpointProcess, start_forwarder) -> None:
     dead_proxy = f"http://127.0.0.1:{free_port()}"
-    forwarder = forwarder_server(endpoint_server.url, env=proxy_env(dead_proxy))
+    forwarder = start_forwarder(endpoint_server.url, env=proxy_env(dead_proxy))
     assert post_metrics(forwarder.url, SKILL).status_code == 200
     wait_for(lambda: endpoint_server.events())
     assert endpoint_server.events() == [event_payload(SKILL)]
 
 
-def test_a_remote_endpoint_is_reached_through_the_proxy(forwarder_server) -> None:
+def test_a_remote_endpoint_is_reached_through_the_proxy(start_forwarder) -> None:
     proxy = LegacySink()
     try:
         proxy.answer = lambda target, payload: 200  # a forward proxy: it sees the absolute URL
-        forwarder = forwarder_server("http://metrics.example.invalid/upload", env=proxy_env(proxy.url))
+        forwarder = start_forwarder("http://metrics.example.invalid/upload", env=proxy_env(proxy.url))
         assert post_metrics(forwarder.url, SKILL).status_code == 200
         wait_for(lambda: proxy.seen)
         assert proxy.seen == [("http://metrics.example.invalid/upload/events", event_payload(SKILL), 200)]
@@ -301,10 +269,10 @@ def skills(count: int, prefix: str = "s") -> List[Event]:
     ]
 
 
-def test_503_then_200_delivers_everything_once(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_503_then_200_delivers_everything_once(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     down = [True]
     gate.answer = lambda target, payload: Reply(503, retry_after="1") if down[0] else None
-    forwarder = forwarder_server(gate.url)
+    forwarder = start_forwarder(gate.url)
     events = skills(40)
     for start in range(0, 40, 10):
         assert post_metrics(forwarder.url, *events[start : start + 10]).status_code == 200
@@ -315,9 +283,9 @@ def test_503_then_200_delivers_everything_once(gate: LegacySink, endpoint_server
     assert "answers again after" in forwarder.log()
 
 
-def test_an_endpoint_that_is_down_is_probed_not_hammered(gate: LegacySink, forwarder_server) -> None:
+def test_an_endpoint_that_is_down_is_probed_not_hammered(gate: LegacySink, start_forwarder) -> None:
     gate.answer = lambda target, payload: 503
-    forwarder = forwarder_server(gate.url, args=["--retry-initial", "0.2", "--retry-max", "0.4"])
+    forwarder = start_forwarder(gate.url, args=["--retry-initial", "0.2", "--retry-max", "0.4"])
     assert post_metrics(forwarder.url, *skills(200)).status_code == 200
     wait_for(lambda: forwarder.log().count("is still failing") >= 3)  # three probes after it opened
     # Ten workers, five failures open the circuit, then one probe at a time: not 200 payloads times retries.
@@ -326,7 +294,7 @@ def test_an_endpoint_that_is_down_is_probed_not_hammered(gate: LegacySink, forwa
     assert "failing (5 attempts in a row)" in forwarder.log()
 
 
-def test_retry_after_is_honoured(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_retry_after_is_honoured(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     answers = iter([Reply(429, retry_after="2")])
     times: List[float] = []
 
@@ -335,17 +303,17 @@ def test_retry_after_is_honoured(gate: LegacySink, endpoint_server, forwarder_se
         return next(answers, None)
 
     gate.answer = answer
-    forwarder = forwarder_server(gate.url)
+    forwarder = start_forwarder(gate.url)
     assert post_metrics(forwarder.url, SKILL).status_code == 200
     wait_for(lambda: len(gate.seen) == 2)
     assert gate.statuses() == [429, 200]
     assert times[1] - times[0] >= 1.9  # not the 50 ms backoff: the endpoint asked for 2 s
 
 
-def test_a_slow_endpoint_times_out_then_delivers(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_a_slow_endpoint_times_out_then_delivers(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     slow = iter([Reply(500, delay=3.0)] * 2)  # a timeout, twice; its late 500 stores nothing
     gate.answer = lambda target, payload: next(slow, None)
-    forwarder = forwarder_server(gate.url, args=["--timeout", "0.5"])
+    forwarder = start_forwarder(gate.url, args=["--timeout", "0.5"])
     assert post_metrics(forwarder.url, SKILL).status_code == 200
     wait_for(lambda: endpoint_server.events())
     assert endpoint_server.events() == [event_payload(SKILL)]
@@ -353,7 +321,7 @@ def test_a_slow_endpoint_times_out_then_delivers(gate: LegacySink, endpoint_serv
 
 
 def test_one_request_hanging_forever_does_not_hold_up_the_others(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
     stuck = Event("skill", "stuck", 0, "stuck-sess", 1761827696, USER, "1.0", "linux")
     first = [True]
@@ -365,7 +333,7 @@ def test_one_request_hanging_forever_does_not_hold_up_the_others(
         return None
 
     gate.answer = answer
-    forwarder = forwarder_server(gate.url, args=["--timeout", "5"])
+    forwarder = start_forwarder(gate.url, args=["--timeout", "5"])
     assert post_metrics(forwarder.url, stuck).status_code == 200
     wait_for(lambda: None in gate.statuses())  # it hangs
     others = skills(30)
@@ -379,9 +347,9 @@ def test_one_request_hanging_forever_does_not_hold_up_the_others(
 # Crashes and shutdowns.
 
 
-def test_sigkill_mid_stream_loses_nothing_acknowledged(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_sigkill_mid_stream_loses_nothing_acknowledged(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     gate.delay = 0.02  # deliveries are under way when it dies
-    forwarder = forwarder_server(gate.url, args=["--workers", "4"])
+    forwarder = start_forwarder(gate.url, args=["--workers", "4"])
     acknowledged: List[Event] = []
     batches = [skills(10, prefix=f"b{n}") for n in range(12)]
     for batch in batches[:6]:
@@ -409,10 +377,10 @@ def post_until_refused(url: str) -> requests.Response:
 
 
 def test_sigterm_lets_posts_in_flight_finish_and_keeps_the_rest(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
     gate.delay = 3.0
-    forwarder = forwarder_server(gate.url, args=["--workers", "2"])
+    forwarder = start_forwarder(gate.url, args=["--workers", "2"])
     events = skills(6)
     assert post_metrics(forwarder.url, *events).status_code == 200
     wait_for(lambda: len(gate.seen) == 0 and gate.connections == 2)  # two POSTs in flight, none answered
@@ -430,11 +398,11 @@ def test_sigterm_lets_posts_in_flight_finish_and_keeps_the_rest(
 
 
 def test_sigterm_does_not_wait_past_its_deadline_for_a_hanging_post(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
     hang = [True]
     gate.answer = lambda target, payload: Reply(hang=True) if hang[0] else None
-    forwarder = forwarder_server(gate.url, args=["--shutdown-timeout", "0.5"])
+    forwarder = start_forwarder(gate.url, args=["--shutdown-timeout", "0.5"])
     assert post_metrics(forwarder.url, SKILL).status_code == 200
     wait_for(lambda: None in gate.statuses())
     assert forwarder.stop() == 0
@@ -445,15 +413,15 @@ def test_sigterm_does_not_wait_past_its_deadline_for_a_hanging_post(
     assert endpoint_server.events() == [event_payload(SKILL)]
 
 
-def test_garbage_and_oversized_otlp_while_valid_traffic_flows(endpoint_server, forwarder_server) -> None:
-    forwarder = forwarder_server(endpoint_server.url, args=["--max-body-bytes", "20000"])
+def test_garbage_and_oversized_otlp_while_valid_traffic_flows(endpoint_server, start_forwarder) -> None:
+    forwarder = start_forwarder(endpoint_server.url, args=["--max-body-bytes", "20000"])
     valid = [skills(5, prefix=f"v{n}") for n in range(20)]
     oversized = otlp_metrics(*skills(200, prefix="big"))
     assert len(oversized) > 20000
     garbage_answers: List[int] = []
 
     def send_garbage() -> None:
-        with loopback_http() as http:
+        with loopback_session() as http:
             for n in range(20):
                 for body, headers in (
                     (os.urandom(64 + n), PROTOBUF),
@@ -475,7 +443,7 @@ def test_garbage_and_oversized_otlp_while_valid_traffic_flows(endpoint_server, f
     assert garbage_answers.count(413) >= 40
     wait_for(lambda: len(endpoint_server.events()) == 100)
     assert by_text(endpoint_server.events()) == by_text([event_payload(e) for batch in valid for e in batch])
-    with loopback_http() as http:
+    with loopback_session() as http:
         assert http.get(f"{forwarder.url}/healthz", timeout=10).status_code == 200
 
 
@@ -483,9 +451,9 @@ def test_garbage_and_oversized_otlp_while_valid_traffic_flows(endpoint_server, f
 
 
 def test_a_second_forwarder_on_the_same_outbox_refuses_to_start(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
-    first = forwarder_server(gate.url)
+    first = start_forwarder(gate.url)
     second = run_cli("forwarder", "--listen", "127.0.0.1:0", "--metrics-url", gate.url, "--outbox", str(first.outbox))
     assert second.returncode == 3
     assert second.stderr == (
@@ -504,10 +472,10 @@ def test_an_address_in_use_is_a_clear_error(gate: LegacySink, tmp_path: Path) ->
 
 
 def test_the_address_file_names_the_port_and_goes_with_the_process(
-    endpoint_server: EndpointProcess, forwarder_server, tmp_path: Path
+    endpoint_server: EndpointProcess, start_forwarder, tmp_path: Path
 ) -> None:
     address = tmp_path / "run" / "forwarder.json"
-    forwarder = forwarder_server(endpoint_server.url, args=["--address-file", str(address)])
+    forwarder = start_forwarder(endpoint_server.url, args=["--address-file", str(address)])
     assert json.loads(address.read_text()) == {
         "url": forwarder.url,
         "pid": forwarder.proc.pid,
@@ -520,10 +488,10 @@ def test_the_address_file_names_the_port_and_goes_with_the_process(
 
 
 def test_idle_exit_once_nothing_came_and_everything_is_delivered(
-    endpoint_server: EndpointProcess, forwarder_server, tmp_path: Path
+    endpoint_server: EndpointProcess, start_forwarder, tmp_path: Path
 ) -> None:
     address = tmp_path / "forwarder.json"
-    forwarder = forwarder_server(endpoint_server.url, args=["--idle-exit", "1", "--address-file", str(address)])
+    forwarder = start_forwarder(endpoint_server.url, args=["--idle-exit", "1", "--address-file", str(address)])
     assert post_metrics(forwarder.url, SKILL).status_code == 200
     assert forwarder.exit_status(timeout=30) == 0
     assert endpoint_server.events() == [event_payload(SKILL)]
@@ -532,11 +500,11 @@ def test_idle_exit_once_nothing_came_and_everything_is_delivered(
 
 
 def test_idle_exit_waits_for_a_failing_endpoint_to_take_everything(
-    gate: LegacySink, endpoint_server, forwarder_server
+    gate: LegacySink, endpoint_server, start_forwarder
 ) -> None:
     down = [True]
     gate.answer = lambda target, payload: 503 if down[0] else None
-    forwarder = forwarder_server(gate.url, args=["--idle-exit", "0.3"])
+    forwarder = start_forwarder(gate.url, args=["--idle-exit", "0.3"])
     assert post_metrics(forwarder.url, SKILL).status_code == 200
     started = time.monotonic()
     wait_for(lambda: len(gate.seen) >= 5 and time.monotonic() - started > 1.5)  # idle long past 0.3 s, retrying
@@ -547,14 +515,14 @@ def test_idle_exit_waits_for_a_failing_endpoint_to_take_everything(
 
 
 def get(url: str) -> requests.Response:
-    with loopback_http() as http:
+    with loopback_session() as http:
         return http.get(url, timeout=10)
 
 
-def test_healthz_and_readyz(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_healthz_and_readyz(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     down = [False]
     gate.answer = lambda target, payload: 503 if down[0] else None
-    forwarder = forwarder_server(gate.url, args=["--max-outbox-items", "3"])
+    forwarder = start_forwarder(gate.url, args=["--max-outbox-items", "3"])
     assert get(f"{forwarder.url}/healthz").status_code == 200
     ready = get(f"{forwarder.url}/readyz")
     assert (ready.status_code, ready.json()) == (
@@ -578,10 +546,10 @@ def test_healthz_and_readyz(gate: LegacySink, endpoint_server, forwarder_server)
     assert get(f"{forwarder.url}/nothing").status_code == 404
 
 
-def test_its_own_metrics_for_prometheus(gate: LegacySink, endpoint_server, forwarder_server) -> None:
+def test_its_own_metrics_for_prometheus(gate: LegacySink, endpoint_server, start_forwarder) -> None:
     once = iter([503])
     gate.answer = lambda target, payload: 400 if payload.get("name") == "poison" else next(once, None)
-    forwarder = forwarder_server(gate.url, args=["--prometheus"])
+    forwarder = start_forwarder(gate.url, args=["--prometheus"])
     assert post_metrics(forwarder.url, COMMAND, SKILL, POISON).status_code == 200
     send(forwarder.otlp_url, sessions=[SESSION])
     wait_for(lambda: len(endpoint_server.events()) == 2 and endpoint_server.sessions())
@@ -608,32 +576,28 @@ def test_its_own_metrics_for_prometheus(gate: LegacySink, endpoint_server, forwa
     assert prometheus_sum(text, "otel_metrics_forwarder_delivery_inflight") == 0
 
 
-def test_its_own_metrics_by_otlp(endpoint_server: EndpointProcess, forwarder_server) -> None:
-    sink = OtlpSink()
-    try:
-        env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200")
-        forwarder = forwarder_server(endpoint_server.url, args=["--telemetry-otlp", sink.url], env=env)
-        assert post_metrics(forwarder.url, SKILL).status_code == 200
-        wait_for(lambda: endpoint_server.events())
+def test_its_own_metrics_by_otlp(endpoint_server: EndpointProcess, start_forwarder, sink: OtlpSink) -> None:
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200")
+    forwarder = start_forwarder(endpoint_server.url, args=["--telemetry-otlp", sink.url], env=env)
+    assert post_metrics(forwarder.url, SKILL).status_code == 200
+    wait_for(lambda: endpoint_server.events())
 
-        def names() -> set:
-            return {
-                m.name for r in sink.metrics for rm in r.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-            }
+    def names() -> set:
+        return {
+            m.name for r in sink.metrics for rm in r.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        }
 
-        wait_for(lambda: "otel_metrics.forwarder.payload.delivered" in names())
-        assert {
-            "otel_metrics.forwarder.payload.received",
-            "otel_metrics.forwarder.delivery.duration",
-            "otel_metrics.forwarder.outbox.size",
-            "otel_metrics.forwarder.outbox.capacity",
-            "http.client.request.duration",
-        } <= names()
-        resource = {kv.key: kv.value.string_value for kv in sink.metrics[-1].resource_metrics[0].resource.attributes}
-        assert resource["service.name"] == "otel-metrics-forwarder"
-        assert forwarder.stop() == 0
-    finally:
-        sink.stop()
+    wait_for(lambda: "otel_metrics.forwarder.payload.delivered" in names())
+    assert {
+        "otel_metrics.forwarder.payload.received",
+        "otel_metrics.forwarder.delivery.duration",
+        "otel_metrics.forwarder.outbox.size",
+        "otel_metrics.forwarder.outbox.capacity",
+        "http.client.request.duration",
+    } <= names()
+    resource = {kv.key: kv.value.string_value for kv in sink.metrics[-1].resource_metrics[0].resource.attributes}
+    assert resource["service.name"] == "otel-metrics-forwarder"
+    assert forwarder.stop() == 0
 
 
 @pytest.mark.parametrize(
@@ -669,10 +633,10 @@ def tls_sink(tmp_path: Path) -> Iterator[Tuple[LegacySink, Path]]:
     sink.close()
 
 
-def test_delivery_over_tls_verifies_the_endpoint(tls_sink: Tuple[LegacySink, Path], forwarder_server) -> None:
+def test_delivery_over_tls_verifies_the_endpoint(tls_sink: Tuple[LegacySink, Path], start_forwarder) -> None:
     sink, cert = tls_sink
     trusting = dict(os.environ, REQUESTS_CA_BUNDLE=str(cert))
-    forwarder = forwarder_server(sink.url, args=["--workers", "1"], env=trusting)
+    forwarder = start_forwarder(sink.url, args=["--workers", "1"], env=trusting)
     for events in ([COMMAND], [SKILL]):  # the second over the same connection
         assert post_metrics(forwarder.url, *events).status_code == 200
     wait_for(lambda: len(sink.statuses()) == 2)
@@ -680,7 +644,7 @@ def test_delivery_over_tls_verifies_the_endpoint(tls_sink: Tuple[LegacySink, Pat
     assert sink.connections == 1
 
     untrusting = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
-    doubter = forwarder_server(sink.url, env=untrusting)
+    doubter = start_forwarder(sink.url, env=untrusting)
     assert post_metrics(doubter.url, POISON).status_code == 200
     wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in doubter.log())
     assert len(sink.seen) == 2  # nothing was sent to an endpoint it could not verify
@@ -691,7 +655,7 @@ def test_delivery_over_tls_verifies_the_endpoint(tls_sink: Tuple[LegacySink, Pat
 
 
 def post_otlp(url: str, request: Any, path: str = "/v1/metrics", **headers: str) -> requests.Response:
-    with loopback_http() as http:
+    with loopback_session() as http:
         return http.post(f"{url}{path}", data=request.SerializeToString(), headers={**PROTOBUF, **headers}, timeout=30)
 
 
@@ -710,9 +674,9 @@ def rejections(response: requests.Response, path: str = "/v1/metrics") -> Tuple[
 
 @pytest.mark.parametrize("value", [2_000_000, 20_000_000])
 def test_a_point_standing_for_millions_of_events_is_refused_at_the_door(
-    endpoint_server: EndpointProcess, forwarder_server, value: int
+    endpoint_server: EndpointProcess, start_forwarder, value: int
 ) -> None:
-    forwarder = forwarder_server(endpoint_server.url)
+    forwarder = start_forwarder(endpoint_server.url)
     request = otlp.metrics_request(otlp.event_metric(otlp.point(otlp.COMMAND, value)))
     assert len(request.SerializeToString()) < 500  # one small request
     assert rejections(post_otlp(forwarder.url, request)) == (
@@ -726,9 +690,9 @@ def test_a_point_standing_for_millions_of_events_is_refused_at_the_door(
 
 
 def test_a_request_expanding_past_the_bound_is_refused_before_it_expands(
-    endpoint_server: EndpointProcess, forwarder_server
+    endpoint_server: EndpointProcess, start_forwarder
 ) -> None:
-    forwarder = forwarder_server(endpoint_server.url)
+    forwarder = start_forwarder(endpoint_server.url)
     points = [otlp.point(otlp.with_(otlp.COMMAND, schema.SESSION_ID, f"s{n}"), 500) for n in range(201)]
     response = post_otlp(forwarder.url, otlp.metrics_request(otlp.event_metric(*points)))
     assert response.status_code == 413
@@ -741,9 +705,9 @@ def test_a_request_expanding_past_the_bound_is_refused_before_it_expands(
 
 
 def test_implausible_points_and_spans_are_refused_at_the_door(
-    endpoint_server: EndpointProcess, forwarder_server
+    endpoint_server: EndpointProcess, start_forwarder
 ) -> None:
-    forwarder = forwarder_server(endpoint_server.url)
+    forwarder = start_forwarder(endpoint_server.url)
     valid = otlp.COMMAND
     points = [
         otlp.point(valid),
@@ -786,9 +750,9 @@ def test_implausible_points_and_spans_are_refused_at_the_door(
 
 
 def test_a_gzip_body_of_a_million_empty_members_is_refused_at_once(
-    endpoint_server: EndpointProcess, forwarder_server
+    endpoint_server: EndpointProcess, start_forwarder
 ) -> None:
-    forwarder = forwarder_server(endpoint_server.url)
+    forwarder = start_forwarder(endpoint_server.url)
     bomb = gzip.compress(b"", mtime=0) * 1_000_000  # 20 MB: minutes of CPU, quadratic in the members, before
     assert len(bomb) < 20 * 1024 * 1024
     valid = [skills(3, prefix=f"during-{n}") for n in range(10)]
@@ -800,7 +764,7 @@ def test_a_gzip_body_of_a_million_empty_members_is_refused_at_once(
     cpu_before = cpu_seconds(forwarder.proc.pid)
     sender = threading.Thread(target=send_valid)
     sender.start()
-    with loopback_http() as http:
+    with loopback_session() as http:
         headers = {**PROTOBUF, "Content-Encoding": "gzip"}
         response = http.post(f"{forwarder.url}/v1/metrics", data=bomb, headers=headers, timeout=60)
     sender.join(60)
@@ -814,14 +778,9 @@ def test_a_gzip_body_of_a_million_empty_members_is_refused_at_once(
     assert by_text(endpoint_server.events()) == by_text([event_payload(e) for batch in valid for e in batch])
 
 
-def raw_post(path: str, body: bytes, content_type: str = "application/x-protobuf") -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-    return (head + "Connection: close\r\n\r\n").encode("ascii") + body
-
-
-def test_200_senders_connecting_at_once_are_all_answered(endpoint_server: EndpointProcess, forwarder_server) -> None:
+def test_200_senders_connecting_at_once_are_all_answered(endpoint_server: EndpointProcess, start_forwarder) -> None:
     """Every connection fits in the listen backlog while the forwarder accepts none, then each is answered."""
-    forwarder = forwarder_server(endpoint_server.url)
+    forwarder = start_forwarder(endpoint_server.url)
     connected = connect_all_while_stopped(forwarder.proc, forwarder.port, 200)
     try:
         assert len(connected) == 200
@@ -836,9 +795,9 @@ def test_200_senders_connecting_at_once_are_all_answered(endpoint_server: Endpoi
 
 
 def test_slow_connections_neither_outlast_their_deadline_nor_starve_others(
-    endpoint_server: EndpointProcess, forwarder_server
+    endpoint_server: EndpointProcess, start_forwarder
 ) -> None:
-    forwarder = forwarder_server(endpoint_server.url, args=["--max-connections", "50", "--request-timeout", "2"])
+    forwarder = start_forwarder(endpoint_server.url, args=["--max-connections", "50", "--request-timeout", "2"])
     slow = Tricklers(forwarder.port, 100)  # a byte every 0.3 s each: no read ever waits long
     try:
         wait_for(lambda: slow.open() <= 50)  # at the bound, the oldest made room for the newest

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-import requests
-import test_decode as otlp
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from hypothesis import HealthCheck, given, settings
@@ -31,13 +29,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, Sum
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from servers import EndpointProcess, ForwarderProcess, read_until_closed, run_cli, wait_for
-from test_endpoint import EVENT, SESSION
-from test_forwarder import loopback_http, post_metrics
 
 from otel_metrics import schema
 from otel_metrics.model import Event
 from otel_metrics.payloads import canonical_text, validate_event_payload, validate_session_payload
+from support import otlp_requests as otlp
+from support.legacy_payloads import EVENT, SESSION
+from support.otlp_requests import post_metrics
+from support.processes import EndpointProcess, ForwarderProcess, run_cli, wait_for
+from support.raw_http import loopback_session, read_until_closed
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -79,7 +79,7 @@ def any_values() -> st.SearchStrategy[AnyValue]:
 @st.composite
 def hostile_attributes(draw: st.DrawFn, valid: Dict[str, Any]) -> List[KeyValue]:
     """A valid attribute set, some of its values replaced by hostile ones, some keys dropped or doubled."""
-    attributes = otlp.attributes(valid)
+    attributes = otlp.key_values(valid)
     for index in draw(st.lists(st.integers(0, len(attributes) - 1), max_size=3)):
         attributes[index] = KeyValue(key=attributes[index].key, value=draw(any_values()))
     for index in sorted(draw(st.sets(st.integers(0, len(attributes) - 1), max_size=2)), reverse=True):
@@ -212,7 +212,7 @@ class Pipeline:
         wait_for(lambda: wanted <= {p["session_id"] for p in self.endpoint.events()}, timeout=60)
         wait_for(lambda: run_cli("forwarder", "dead-letters", "--outbox", str(self.forwarder.outbox)).stdout.startswith(
             "0 dead letters"))  # fmt: skip
-        with loopback_http() as http:
+        with loopback_session() as http:
             for kind, validate in (("events", validate_event_payload), ("sessions", validate_session_payload)):
                 text = http.get(f"{self.endpoint.url}/{kind}", timeout=30).text
                 stored = json.loads(text)
@@ -237,7 +237,7 @@ def test_otlp_bodies_through_the_real_receiver(pipeline: Pipeline) -> None:
     @given(otlp_bodies())
     def example(case: Tuple[str, bytes, Dict[str, str]]) -> None:
         path, body, headers = case
-        with loopback_http() as http:
+        with loopback_session() as http:
             response = http.post(f"{pipeline.forwarder.url}{path}", data=body, headers=headers, timeout=30)
         assert response.status_code in (200, 400, 413), (response.status_code, response.content[:300])
         json_answer = headers["Content-Type"] == "application/json"
@@ -261,7 +261,7 @@ def test_endpoint_bodies(pipeline: Pipeline) -> None:
     @given(endpoint_bodies())
     def example(case: Tuple[str, bytes]) -> None:
         path, body = case
-        with loopback_http() as http:
+        with loopback_session() as http:
             response = http.post(f"{pipeline.endpoint.url}{path}", data=body, timeout=30)
             assert response.status_code in (200, 400, 413), (response.status_code, response.text[:300])
             answer = response.json()
@@ -306,6 +306,5 @@ def test_hostile_request_heads(pipeline: Pipeline) -> None:
 
     example()
     pipeline.assert_still_whole()
-    with requests.Session() as http:
-        http.trust_env = False
+    with loopback_session() as http:
         assert http.get(f"{pipeline.forwarder.url}/healthz", timeout=10).status_code == 200

@@ -5,11 +5,19 @@ from __future__ import annotations
 import io
 import json
 import resource
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
-from hooks_harness import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otel_metrics import __version__, config
+from otel_metrics.hook import main as hook_main
+from support.plugin_hooks import (
     exporter_lock_held,
     hook_commands,
     hook_env,
@@ -20,11 +28,6 @@ from hooks_harness import (
     skill_input,
     spool_records,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from otel_metrics import __version__, config
-from otel_metrics.hook import main as hook_main
 
 DEAD_COLLECTOR = "http://127.0.0.1:9"
 
@@ -258,25 +261,36 @@ HOOKISH = st.fixed_dictionaries(
 )
 
 
+@contextmanager
+def own_state() -> Iterator[Path]:
+    """A state directory of the example's own (pytest's tmp_path is shared by all examples), its exporter
+    lock held so that the hook only records."""
+    with tempfile.TemporaryDirectory() as directory, exporter_lock_held(Path(directory)):
+        yield Path(directory)
+
+
 def _run_in_process(state: Path, data: bytes, capsys) -> None:
     env = {"CLAUDE_METRICS_DIR": str(state), "CLAUDE_METRICS_OTLP_ENDPOINT": DEAD_COLLECTOR}
     hook_main.handle(io.BytesIO(data), env)  # must not raise
     assert capsys.readouterr().out == ""
 
 
+# capsys is read (and so emptied) by each example: shared by them, it is still each one's own output.
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400))
-def test_fuzz_arbitrary_bytes(state: Path, capsys, data: bytes) -> None:
-    _run_in_process(state, data, capsys)
+def test_fuzz_arbitrary_bytes(capsys, data: bytes) -> None:
+    with own_state() as state:
+        _run_in_process(state, data, capsys)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=HOOKISH | JSON_VALUES)
-def test_fuzz_arbitrary_json(state: Path, capsys, value: object) -> None:
-    _run_in_process(state, json.dumps(value).encode(), capsys)
-    for record in spool_records(state):  # whatever was recorded is well-formed
-        assert record["record"] in ("event", "session_start", "session_end")
-        assert isinstance(record["session_id"], str) and record["session_id"]
+def test_fuzz_arbitrary_json(capsys, value: object) -> None:
+    with own_state() as state:
+        _run_in_process(state, json.dumps(value).encode(), capsys)
+        for record in spool_records(state):  # whatever was recorded is well-formed
+            assert record["record"] in ("event", "session_start", "session_end")
+            assert isinstance(record["session_id"], str) and record["session_id"]
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,17 @@ import time
 from typing import Any, Callable, Iterator, List
 
 import pytest
-from servers import raw_exchange, read_until_closed, wait_for
 
 from otel_metrics.http_server import ConnectionBounds, HttpServer, Request, Response, text_response
+from support.processes import wait_for
+from support.raw_http import raw_exchange, read_until_closed
 
 
 def echo(request: Request) -> Response:
     if request.path == "/boom":
         raise RuntimeError("a bug")
     if request.path == "/slow":
-        time.sleep(0.3)
+        time.sleep(0.3)  # a slow handler: what the tests of slow answers need
     return text_response(200, f"{request.method} {request.target} {len(request.body)} {request.body[:20]!r}")
 
 
@@ -185,7 +186,7 @@ def test_at_the_bound_a_new_connection_closes_the_idlest(start_server: Callable[
     newest.sendall(b"GET /new HTTP/1.1\r\n\r\n")
     assert body_of(read_answer(newest)) == b"GET /new 0 b''\n"
     newest.sendall(b"GET / HTTP/1.1\r\n")
-    time.sleep(0.1)  # reading a request now, for less time than the others
+    time.sleep(0.1)  # the server reads these bytes: it is then reading a request, for less time than the others
     later = connect(server)  # none idle now: the one reading its request the longest goes
     assert read_until_closed(reading[0]) == b""
     later.sendall(b"GET /later HTTP/1.1\r\nConnection: close\r\n\r\n")
@@ -197,17 +198,17 @@ def test_at_the_bound_a_new_connection_closes_the_idlest(start_server: Callable[
 
 
 def test_connections_being_answered_are_never_closed_to_make_room(start_server: Callable[..., HttpServer]) -> None:
-    release = threading.Event()
+    handling, release = threading.Event(), threading.Event()
 
     def held(request: Request) -> Response:
+        handling.set()
         release.wait(10)
         return text_response(200, "done")
 
     server = start_server(bounds=ConnectionBounds(max_connections=1), handle=held)
     busy = connect(server)
     busy.sendall(b"GET / HTTP/1.1\r\n\r\n")
-    wait_for(lambda: server.open_connections == 1)
-    time.sleep(0.1)  # its request is with the handler
+    assert handling.wait(10)  # its request is with the handler
     answer = raw_exchange(server.address[1], b"GET / HTTP/1.1\r\n\r\n")
     assert status_line(answer) == b"HTTP/1.1 503 Service Unavailable"
     release.set()

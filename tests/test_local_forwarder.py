@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import requests
-from servers import wait_for
 
 from otel_metrics.exporter import local_forwarder
+from support.processes import wait_for
 
 
 def forwarder(state: Path, idle: float = 60.0) -> local_forwarder.LocalForwarder:

@@ -8,7 +8,6 @@ from typing import Any, Dict
 
 import pytest
 from hypothesis import given
-from model_strategies import events, sessions
 
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import (
@@ -20,6 +19,7 @@ from otel_metrics.payloads import (
     validate_event_payload,
     validate_session_payload,
 )
+from support.model_strategies import events, sessions
 
 USER = "550e8400-e29b-41d4-a716-446655440000"
 EVENT = Event("slash_command", "jira:solve", 42, "abc123", 1761827696, USER, "1.0", "darwin")

@@ -9,11 +9,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from hooks_harness import PLUGIN, hook_commands
-
 from otel_metrics import __version__, bootstrap
-
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import PLUGIN, REPO
+from support.plugin_hooks import hook_commands
 
 
 def test_every_hook_runs_the_one_entry() -> None:

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hooks_harness import PLUGIN, expected_event, hook_env, log_lines, prompt_input, run_hook, session_input
-from servers import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+from support.legacy_payloads import expected_event
+from support.paths import PIP_CACHE, PLUGIN
+from support.plugin_hooks import hook_env, log_lines, prompt_input, run_hook, session_input
+from support.processes import wait_for
+
 PYENV = Path.home() / ".pyenv" / "versions"
-PIP_CACHE = REPO / ".cache" / "pip-acceptance"
 RUN = PLUGIN / "scripts" / "run"
 
 
@@ -113,8 +114,11 @@ def test_a_bare_python_3_9_delivers_through_the_embedded_default(state: Path, tm
         "logout",
     )
     probe = subprocess.run(
-        [str(state / "venv" / "bin" / "python"), "-c", "import sys, opentelemetry.sdk.version as v; "
-         "print(sys.version_info[:2], v.__version__)"],
+        [
+            str(state / "venv" / "bin" / "python"),
+            "-c",
+            "import sys, opentelemetry.sdk.version as v; print(sys.version_info[:2], v.__version__)",
+        ],
         capture_output=True,
         text=True,
     )
@@ -130,13 +134,12 @@ def test_doctor_reads_the_users_options_and_reports_what_is_missing(tmp_path: Pa
     settings = {"pluginConfigs": {"metrics@acme-market": {"options": {"metrics_url": "http://127.0.0.1:9/acme"}}}}
     (home / ".claude" / "settings.json").write_text(json.dumps(settings))
     env = {"HOME": str(home), "PATH": os.environ["PATH"]}
-    out = subprocess.run(
-        ["sh", str(root / "scripts" / "run"), "doctor", str(root), str(data)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def doctor() -> subprocess.CompletedProcess:
+        command = ["sh", str(root / "scripts" / "run"), "doctor", str(root), str(data)]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    out = doctor()
     report = out.stdout
     assert out.returncode == 0, report  # nothing installed yet is not a failure: the first hook does it
     assert "posts to http://127.0.0.1:9/acme/events and /sessions" in report
@@ -144,8 +147,7 @@ def test_doctor_reads_the_users_options_and_reports_what_is_missing(tmp_path: Pa
     assert f"not installed yet: the first hook installs them into {data / 'venv'}" in report
     assert "127.0.0.1:9 cannot be reached now" in report
     (data / "bootstrap.json").write_text(json.dumps({"failures": 2, "last_failure": 0, "reason": "offline, fix X"}))
-    out = subprocess.run(["sh", str(root / "scripts" / "run"), "doctor", str(root), str(data)], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = doctor()
     assert out.returncode == 1
     assert "FAIL  dependencies: installing them failed 2 time(s)" in out.stdout and "offline, fix X" in out.stdout
 

@@ -7,22 +7,14 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-import time
 from pathlib import Path
 
 import pytest
-from hooks_harness import (
-    hook_env,
-    kill_exporters,
-    prompt_input,
-    run_hook,
-    session_input,
-    skill_input,
-)
-from otlp_sink import OtlpSink
-from servers import wait_for
 
 from otel_metrics import schema
+from support.otlp_sink import OtlpSink
+from support.plugin_hooks import delivered, hook_env, prompt_input, run_hook, session_input, skill_input
+from support.processes import wait_for
 
 MARKERS = {
     "prompt": "MARKERPROMPT",
@@ -76,10 +68,8 @@ def personal_strings() -> list:
 
 
 @pytest.fixture
-def leaky_env(tmp_path: Path):
+def leaky_env(state: Path):
     """What a real machine has: a user, a host, OTEL_RESOURCE_ATTRIBUTES naming them."""
-    state = tmp_path / "state"
-    state.mkdir()
     extra = {
         "USER": MARKERS["user"],
         "LOGNAME": MARKERS["user"],
@@ -87,33 +77,28 @@ def leaky_env(tmp_path: Path):
         "OTEL_RESOURCE_ATTRIBUTES": f"host.name={MARKERS['host']},user.name={MARKERS['user']}",
         "OTEL_SERVICE_NAME": MARKERS["host"],
     }
-    yield state, extra
-    kill_exporters(state)
+    return state, extra
 
 
-def test_otlp_bytes_from_the_hooks_carry_nothing_personal(leaky_env, tmp_path: Path) -> None:
+def test_otlp_bytes_from_the_hooks_carry_nothing_personal(leaky_env, sink: OtlpSink, tmp_path: Path) -> None:
     state, extra = leaky_env
-    sink = OtlpSink()
-    try:
-        run_session(hook_env(state, sink.url, **extra), transcript_with_markers(tmp_path))
-        wait_for(lambda: sink.event_count() == 2 and len(sink.spans()) == 1, 60)
-        time.sleep(0.5)
-        wire = b"".join(body for _, body in sink.requests)
-        for text in personal_strings():
-            assert text.encode() not in wire, text
-        for request in sink.metrics:
-            for rm in request.resource_metrics:
-                assert sorted(kv.key for kv in rm.resource.attributes) == sorted(schema.RESOURCE_KEYS)
-        for request in sink.traces:
-            for rs in request.resource_spans:
-                assert sorted(kv.key for kv in rs.resource.attributes) == sorted(schema.RESOURCE_KEYS)
-    finally:
-        sink.stop()
+    run_session(hook_env(state, sink.url, **extra), transcript_with_markers(tmp_path))
+    wait_for(lambda: sink.event_count() == 2 and len(sink.spans()) == 1, 60)
+    wait_for(lambda: delivered(state), 60)  # all the hooks sent is in: nothing more to come
+    wire = b"".join(body for _, body in sink.requests)
+    for text in personal_strings():
+        assert text.encode() not in wire, text
+    for request in sink.metrics:
+        for rm in request.resource_metrics:
+            assert sorted(kv.key for kv in rm.resource.attributes) == sorted(schema.RESOURCE_KEYS)
+    for request in sink.traces:
+        for rs in request.resource_spans:
+            assert sorted(kv.key for kv in rs.resource.attributes) == sorted(schema.RESOURCE_KEYS)
 
 
-def test_legacy_payloads_carry_nothing_personal(leaky_env, tmp_path: Path, endpoint_server, forwarder_server) -> None:
+def test_legacy_payloads_carry_nothing_personal(leaky_env, tmp_path: Path, endpoint_server, start_forwarder) -> None:
     state, extra = leaky_env
-    forwarder = forwarder_server(endpoint_server.url)
+    forwarder = start_forwarder(endpoint_server.url)
     run_session(hook_env(state, forwarder.url, **extra), transcript_with_markers(tmp_path))
     wait_for(lambda: len(endpoint_server.events()) == 2 and len(endpoint_server.sessions()) == 1, 60)
     posted = json.dumps(endpoint_server.events() + endpoint_server.sessions())

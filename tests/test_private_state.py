@@ -9,10 +9,9 @@ import stat
 from pathlib import Path
 from typing import List
 
-from hooks_harness import hook_env, kill_exporters, prompt_input, run_hook, session_input, skill_input
-from servers import wait_for
-
 from otel_metrics import config
+from support.plugin_hooks import hook_env, kill_exporters, prompt_input, run_hook, session_input, skill_input
+from support.processes import wait_for
 
 DEADLINE = 60.0
 

@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from transcript_entries import answer, prompt, session, write
 
 from otel_metrics.exporter.registry import (
     FORGET_AFTER_SECONDS,
@@ -18,14 +17,15 @@ from otel_metrics.exporter.registry import (
     SessionRegistry,
 )
 from otel_metrics.transcript import Offsets
+from support.transcript_entries import answer, prompt, session, write
 
 NOW = 2_000_000_000.0
 QUIET = 1800.0
 
 
 @pytest.fixture
-def registry(tmp_path: Path):
-    opened = SessionRegistry(str(tmp_path))
+def registry(state: Path):
+    opened = SessionRegistry(str(state))
     yield opened
     opened.close()
 
@@ -79,9 +79,7 @@ def test_a_session_never_reported_is_quiet_once_its_files_stopped_changing(
     assert registry.quiet_sessions(QUIET + 1, NOW) == []
 
 
-def test_a_subagent_still_writing_keeps_the_session_from_being_quiet(
-    registry: SessionRegistry, tmp_path: Path
-) -> None:
+def test_a_subagent_still_writing_keeps_the_session_from_being_quiet(registry: SessionRegistry, tmp_path: Path) -> None:
     transcript = quiet_transcript(tmp_path, **{"agent-a1": [answer("x1")]})
     registry.seen("s1", str(transcript), NOW)
     os.utime(transcript.with_suffix("") / "subagents" / "agent-a1.jsonl", (NOW - 5, NOW - 5))

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from usage_data import Payload, generate, oracle, store_all
 
-from otel_metrics.report import Report, build_report, parse_bound
+from otel_metrics.report import Report, build_report
 from otel_metrics.store import open_store
+from support.usage_data import Payload, bounds, oracle, report_payloads, store_all
 
-PAYLOADS: List[Payload] = list(generate(1500, users=40, days=10))
+PAYLOADS: List[Payload] = report_payloads()
 PERIODS = [
     (None, None),
     ("2026-11-04", "2026-11-07"),  # --until is a day, included
@@ -47,10 +47,6 @@ def db_url(request, sqlite_url: str) -> str:
     store_all(store, PAYLOADS)
     store.close()
     return url
-
-
-def bounds(since: Optional[str], until: Optional[str]) -> tuple:
-    return (parse_bound(since) if since else None, parse_bound(until, end=True) if until else None)
 
 
 def report_numbers(report: Report) -> Dict[str, Any]:

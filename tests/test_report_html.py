@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from servers import require
-from test_report import PAYLOADS, bounds
-from usage_data import oracle, store_all
 
 from otel_metrics.report.render import number, percent
 from otel_metrics.store import open_store
+from support.processes import require
+from support.usage_data import bounds, oracle, report_payloads, store_all
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -89,7 +88,7 @@ def write_page(tmp_path: Path, *args: str) -> Path:
     """The generated payloads in an endpoint database, and `otel-metrics report --html` of it."""
     db = tmp_path / "endpoint.sqlite"
     store = open_store(str(db))
-    store_all(store, PAYLOADS)
+    store_all(store, report_payloads())
     store.close()
     page = tmp_path / "report.html"
     made = subprocess.run(
@@ -115,7 +114,7 @@ def test_the_page_chromium_renders_shows_the_numbers_of_the_database(chromium: s
     parser = Tables()
     parser.feed(dom)
     tables = parser.tables
-    expected = oracle(PAYLOADS, *bounds("2026-11-02", "2026-11-08"))
+    expected = oracle(report_payloads(), *bounds("2026-11-02", "2026-11-08"))
 
     commands = rows_by_first_cell(tables["commands"])
     for (kind, name), (uses, users) in expected["usage"].items():

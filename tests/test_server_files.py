@@ -3,16 +3,18 @@ make 0700, whatever umask they were started with (payloads, user ids and address
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
 from typing import Dict
 
-from legacy_sink import LegacySink
-from servers import EndpointProcess, ForwarderProcess, run_cli, wait_for
-from test_forwarder import POISON, SKILL, post_metrics
-
 from otel_metrics.payloads import event_payload
+from support.legacy_sink import LegacySink
+from support.otlp_requests import SKILL_EVENT, post_metrics
+from support.processes import EndpointProcess, ForwarderProcess, run_cli, wait_for
+
+POISON = dataclasses.replace(SKILL_EVENT, name="poison")
 
 
 def modes(root: Path) -> Dict[str, int]:
@@ -42,8 +44,8 @@ def test_everything_the_servers_write_is_private_under_umask_022(tmp_path: Path)
     forwarder.umask = 0o022
     forwarder.start()
     try:
-        assert post_metrics(forwarder.url, SKILL, POISON).status_code == 200
-        wait_for(lambda: endpoint.events() == [event_payload(SKILL)])
+        assert post_metrics(forwarder.url, SKILL_EVENT, POISON).status_code == 200
+        wait_for(lambda: endpoint.events() == [event_payload(SKILL_EVENT)])
         wait_for(lambda: "1 dead letter" in run_cli("forwarder", "dead-letters", "--outbox", str(outbox)).stdout)
         running = modes(root)
     finally:

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import requests
-from servers import EndpointProcess, PostgresServer, free_port, postgres_bindir, require, wait_for
-from test_endpoint import EVENT, SESSION
 
 from otel_metrics.model import COUNT_KEYS
 from otel_metrics.payloads import canonical_text, mac
 from otel_metrics.store import COLUMNS, PayloadStore, StoreError, open_store
 from otel_metrics.store.sqlite import SqliteStore
+from support.legacy_payloads import EVENT, SESSION
+from support.postgres_server import PostgresServer, postgres_bindir
+from support.processes import EndpointProcess, free_port, require, wait_for
+from support.raw_http import loopback_session
 
 SECOND_EVENT = {**EVENT, "type": "slash_command", "name": "jira:solve", "prompt_length": 17, "user_id": None}
 
@@ -166,8 +167,7 @@ def test_a_database_written_before_the_typed_tables_is_migrated(tmp_path: Path) 
 
 def test_the_endpoint_on_postgresql(postgres_url: str) -> None:
     """The same HTTP contract as on SQLite: the validated payloads' canonical texts, in order, across a restart."""
-    http = requests.Session()
-    http.trust_env = False
+    http = loopback_session()
     endpoint = EndpointProcess(postgres_url).start()
     try:
         text = json.dumps(EVENT, indent=2)
@@ -192,8 +192,7 @@ def test_the_endpoint_answers_503_while_postgresql_is_down_and_recovers() -> Non
     require(bindir, "PostgreSQL is not installed: `make postgres` installs Debian's package")
     assert bindir is not None
     server = PostgresServer(bindir).start()
-    http = requests.Session()
-    http.trust_env = False
+    http = loopback_session()
     endpoint = EndpointProcess(server.url()).start()
     try:
         assert http.post(f"{endpoint.url}/events", json=EVENT, timeout=10).status_code == 200
@@ -212,8 +211,7 @@ def test_the_endpoint_answers_503_while_postgresql_is_down_and_recovers() -> Non
 
 
 def test_the_endpoint_exposes_the_stored_sessions_as_prometheus_counters(db_url: str) -> None:
-    http = requests.Session()
-    http.trust_env = False
+    http = loopback_session()
     endpoint = EndpointProcess(db_url).start()
     try:
         empty = http.get(f"{endpoint.url}/metrics", timeout=10)

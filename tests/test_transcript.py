@@ -21,22 +21,6 @@ from typing import Dict, List, Sequence
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from naive_transcript import naive_summarize
-from transcript_entries import (
-    T0_NS,
-    Line,
-    answer,
-    append,
-    entry,
-    prompt,
-    result_block,
-    session,
-    stamp,
-    tool_results,
-    tool_use,
-    usage,
-    write,
-)
 
 from otel_metrics import limits
 from otel_metrics import transcript as transcript_module
@@ -52,6 +36,22 @@ from otel_metrics.transcript import (
     read_segment,
     subagent_transcripts,
     summarize,
+)
+from support.naive_transcript import naive_summarize
+from support.transcript_entries import (
+    T0_NS,
+    Line,
+    answer,
+    append,
+    entry,
+    prompt,
+    result_block,
+    session,
+    stamp,
+    tool_results,
+    tool_use,
+    usage,
+    write,
 )
 
 
@@ -1190,15 +1190,16 @@ def test_implausible_timestamps_count_as_missing(tmp_path: Path, timestamp: str)
     assert (summary.start_ns, summary.end_ns) == (parse_timestamp_ns(stamp(1)), parse_timestamp_ns(stamp(1)))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=4000), cut=st.integers(min_value=1, max_value=64))
-def test_fuzz_any_bytes_are_read_within_bounds(tmp_path_factory, data: bytes, cut: int) -> None:
+def test_fuzz_any_bytes_are_read_within_bounds(data: bytes, cut: int) -> None:
     """Whatever the bytes, the reader returns, keeps to its byte budget and never raises."""
-    path = tmp_path_factory.mktemp("fuzz") / "s.jsonl"
-    path.write_bytes(data)
     budget = transcript_module.ReadBudget(max_bytes=cut * 64)
     tally = transcript_module._Tally()
-    end = transcript_module._read_file(path, tally, True, budget)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.jsonl"
+        path.write_bytes(data)
+        end = transcript_module._read_file(path, tally, True, budget)
     assert end is not None and 0 <= end <= len(data)
     assert budget.bytes_left > -transcript_module.MAX_LINE_BYTES
     tally.summary()

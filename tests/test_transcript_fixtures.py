@@ -7,9 +7,6 @@ reason "other"): start/end/duration and every count; token keys only when > 0.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -18,8 +15,9 @@ import pytest
 
 from otel_metrics.model import TOKEN_KEYS
 from otel_metrics.transcript import TranscriptSummary, summarize
+from support.legacy_payloads import session_summary
+from support.paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "transcripts"
 EXPECTED: List[Path] = sorted(FIXTURES.glob("*/*.expected.json")) if FIXTURES.is_dir() else []
 # What the payload carries besides the expected keys: who and where, not the transcript.
 PAYLOAD_IDENTITY_KEYS = {"session_id", "user_id", "os", "engine", "mac"}
@@ -68,19 +66,9 @@ def test_summarize_gives_the_expected_aggregates(expected: Path) -> None:
 
 
 @pytest.mark.parametrize("expected", EXPECTED, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_session_summary_command_prints_the_expected_payload(expected: Path, tmp_path: Path) -> None:
+def test_session_summary_command_prints_the_expected_payload(expected: Path, state: Path) -> None:
     transcript = transcript_of(expected)
-    command = Path(sys.executable).with_name("otel-metrics")
-    env = dict(os.environ, CLAUDE_METRICS_DIR=str(tmp_path))  # no user id of the machine's
-    result = subprocess.run(
-        [str(command), "session-summary", str(transcript), "--reason", "other"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    payload = json.loads(result.stdout)
+    payload = session_summary(transcript, state, "--reason", "other")  # an empty state: no user id of the machine's
     identity = {key: payload.pop(key) for key in PAYLOAD_IDENTITY_KEYS}
     assert payload == json.loads(expected.read_text(encoding="utf-8"))
     assert identity["session_id"] == summarize(transcript).session_id

@@ -1,4 +1,7 @@
-"""Fixtures for driving the real Claude Code CLI with our plugin against loopback services."""
+"""Fixtures for driving the real Claude Code CLI with our plugin against loopback services.
+
+The endpoint is the shared `endpoint_server` (tests/conftest.py); `forwarder` is a forwarder posting to it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import pytest
-from claude_cli import ClaudeCodeUnavailable, base_env, ensure_claude_cli
-from expectations import plugin_data_dir
-from fake_api import FakeMessagesAPI
-from pipeline import Endpoint, Forwarder, stop_plugin_processes
+
+from support.claude_cli import ClaudeCodeUnavailable, base_env, ensure_claude_cli
+from support.claude_session_expectations import plugin_data_dir
+from support.fake_messages_api import FakeMessagesAPI
+from support.plugin_hooks import delivered, stop_plugin_processes
+from support.processes import EndpointProcess, ForwarderProcess
 
 # Exporters and local forwarders started by the hooks stay this long after their last item; short, so
 # each test ends them.
@@ -53,27 +58,26 @@ def fake_api() -> Iterator[FakeMessagesAPI]:
 
 
 @pytest.fixture
-def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
-    service = Endpoint(tmp_path)
-    yield service
-    service.stop()
-
-
-@pytest.fixture
-def forwarder(tmp_path: Path, endpoint: Endpoint) -> Iterator[Forwarder]:
-    service = Forwarder(tmp_path, endpoint.url)
-    yield service
-    service.stop()
+def forwarder(start_forwarder: Callable[..., ForwarderProcess], endpoint_server: EndpointProcess) -> ForwarderProcess:
+    return start_forwarder(endpoint_server.url)
 
 
 @dataclass
 class Workspace:
     """A user's machine in miniature: HOME, a project directory, the plugin's state directory."""
 
+    root: Path  # where the test's forwarders keep their outboxes (start_forwarder: outbox-N.sqlite)
     home: Path
     project: Path
     state: Path
     scratch: Path  # a state directory for `otel-metrics session-summary`, apart from the hooks'
+
+    def delivered(self) -> bool:
+        """Nothing the hooks recorded is still on its way: the spools of both state directories (as
+        CLAUDE_METRICS_DIR, or the CLAUDE_PLUGIN_DATA Claude Code gives) are empty, and so are the
+        local forwarders' outboxes and the outboxes of the forwarders the test started."""
+        outboxes = sorted(self.root.glob("outbox-*.sqlite"))
+        return all(delivered(state, *outboxes) for state in (self.state, plugin_data_dir(self.home)))
 
     def env(self, api: FakeMessagesAPI, otlp_url: Optional[str], state_in_env: bool = True) -> Dict[str, str]:
         extra = {
@@ -90,11 +94,11 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace(request: pytest.FixtureRequest, tmp_path: Path, claude_cli: Path) -> Iterator[Workspace]:
-    home, project, state, scratch = (tmp_path / name for name in ("home", "project", "state", "scratch"))
-    for directory in (home, project, state, scratch):
+def workspace(request: pytest.FixtureRequest, tmp_path: Path, state: Path, claude_cli: Path) -> Iterator[Workspace]:
+    home, project, scratch = (tmp_path / name for name in ("home", "project", "scratch"))
+    for directory in (home, project, scratch):
         directory.mkdir()
-    space = Workspace(home, project, state, scratch)
+    space = Workspace(tmp_path, home, project, state, scratch)
     yield space
     if request.node.stash.get(CALL_FAILED, False):
         _show_logs(tmp_path)

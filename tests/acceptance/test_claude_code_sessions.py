@@ -9,9 +9,15 @@ from __future__ import annotations
 import json
 import time
 
-from claude_cli import PLUGIN_DIR, TEST_PLUGIN_DIR, finish_claude, run_claude, start_claude, transcript_session_ids
-from expectations import (
-    anonymous_id,
+from support.claude_cli import (
+    PLUGIN_DIR,
+    TEST_PLUGIN_DIR,
+    finish_claude,
+    run_claude,
+    start_claude,
+    transcript_session_ids,
+)
+from support.claude_session_expectations import (
     by_session,
     counts,
     expected_event,
@@ -20,11 +26,11 @@ from expectations import (
     in_order,
     plugin_data_dir,
     run_part,
-    session_summary,
     written_since,
 )
-from fake_api import INPUT_TOKENS, Script, ToolCall, text, tools
-from pipeline import Forwarder, free_port
+from support.fake_messages_api import INPUT_TOKENS, Script, ToolCall, text, tools
+from support.legacy_payloads import anonymous_id, session_summary
+from support.processes import free_port
 
 PLUGINS = (PLUGIN_DIR, TEST_PLUGIN_DIR)
 
@@ -34,7 +40,7 @@ def _assert_ok(run) -> None:
     assert transcript_session_ids(run.transcript) == [run.session_id]
 
 
-def test_typed_slash_command(fake_api, endpoint, forwarder, workspace):
+def test_typed_slash_command(fake_api, endpoint_server, forwarder, workspace):
     """`/testkit:hello Ada Lovelace` typed by the user; state in CLAUDE_PLUGIN_DATA as Claude Code sets it."""
     prompt = "/testkit:hello Ada Lovelace"
     fake_api.script = Script({"Say hello to Ada Lovelace": [text("Hello, Ada Lovelace!")]})
@@ -44,14 +50,14 @@ def test_typed_slash_command(fake_api, endpoint, forwarder, workspace):
     _assert_ok(run)
     assert run.result["result"] == "Hello, Ada Lovelace!"  # the test plugin's command really ran
     state = plugin_data_dir(workspace.home)
-    [event] = endpoint.wait_for("events", 1)
+    [event] = endpoint_server.exactly("events", 1, workspace.delivered)
     user_id = anonymous_id(state)  # the exporter creates it: read once something arrived
     assert event == expected_event(event, run, "slash_command", "testkit:hello", len(prompt), user_id)
-    [session] = endpoint.wait_for("sessions", 1)
+    [session] = endpoint_server.exactly("sessions", 1, workspace.delivered)
     assert session == expected_session(run, user_id, workspace.scratch)
 
 
-def test_skill_called_by_model(fake_api, endpoint, forwarder, workspace):
+def test_skill_called_by_model(fake_api, endpoint_server, forwarder, workspace):
     """The model calls the Skill tool: PreToolUse(Skill) is one `skill` event; the plain prompt is none."""
     fake_api.script = Script(
         {
@@ -66,15 +72,15 @@ def test_skill_called_by_model(fake_api, endpoint, forwarder, workspace):
 
     _assert_ok(run)
     assert run.result["result"] == "We talked about summaries."
-    [event] = endpoint.wait_for("events", 1)
+    [event] = endpoint_server.exactly("events", 1, workspace.delivered)
     user_id = anonymous_id(workspace.state)
     assert event == expected_event(event, run, "skill", "testkit:summarize", 0, user_id)
-    [session] = endpoint.wait_for("sessions", 1)
+    [session] = endpoint_server.exactly("sessions", 1, workspace.delivered)
     assert session == expected_session(run, user_id, workspace.scratch)
     assert session["total_tool_calls"] == 1
 
 
-def test_tool_errors_and_subagent(fake_api, endpoint, forwarder, workspace):
+def test_tool_errors_and_subagent(fake_api, endpoint_server, forwarder, workspace):
     """Two Bash calls (one fails) and an Agent subagent with its own Bash call, in a separate transcript."""
     fake_api.script = Script(
         {
@@ -108,7 +114,7 @@ def test_tool_errors_and_subagent(fake_api, endpoint, forwarder, workspace):
     assert run.result["result"] == "The build failed once."
     subagents = sorted((run.transcript.parent / run.session_id / "subagents").glob("*.jsonl"))
     assert len(subagents) == 1, subagents
-    [session] = endpoint.wait_for("sessions", 1)
+    [session] = endpoint_server.exactly("sessions", 1, workspace.delivered)
     user_id = anonymous_id(workspace.state)
     assert session == expected_session(run, user_id, workspace.scratch)
     # What the scripted model did, counted by hand: 3 main requests and 2 subagent requests of 120/30/7 tokens.
@@ -126,10 +132,10 @@ def test_tool_errors_and_subagent(fake_api, endpoint, forwarder, workspace):
     }
     assert {key: session[key] for key in counted} == counted
     assert "cache_creation_tokens" not in session
-    assert endpoint.wait_for("events", 0) == []
+    assert endpoint_server.exactly("events", 0, workspace.delivered) == []
 
 
-def test_two_sessions_in_parallel(fake_api, endpoint, forwarder, workspace):
+def test_two_sessions_in_parallel(fake_api, endpoint_server, forwarder, workspace):
     """Two `claude -p` at once in one project and one state directory: one user, two sessions, no mix-up."""
     fake_api.script = Script(
         {
@@ -152,7 +158,7 @@ def test_two_sessions_in_parallel(fake_api, endpoint, forwarder, workspace):
     for run in (command_run, skill_run):
         _assert_ok(run)
     assert command_run.session_id != skill_run.session_id
-    events = by_session(endpoint.wait_for("events", 2))
+    events = by_session(endpoint_server.exactly("events", 2, workspace.delivered))
     user_id = anonymous_id(workspace.state)
     assert events == {
         command_run.session_id: expected_event(
@@ -167,13 +173,13 @@ def test_two_sessions_in_parallel(fake_api, endpoint, forwarder, workspace):
             events.get(skill_run.session_id, {}), skill_run, "skill", "testkit:summarize", 0, user_id
         ),
     }
-    sessions = by_session(endpoint.wait_for("sessions", 2))
+    sessions = by_session(endpoint_server.exactly("sessions", 2, workspace.delivered))
     assert sessions == {
         run.session_id: expected_session(run, user_id, workspace.scratch) for run in (command_run, skill_run)
     }
 
 
-def test_forwarder_down_then_up(fake_api, endpoint, tmp_path, workspace):
+def test_forwarder_down_then_up(fake_api, endpoint_server, start_forwarder, workspace):
     """The collector is down for a whole session; once it is up, the next session's start delivers everything."""
     port = free_port()
     fake_api.script = Script({"Say hello to Offline": [text("Hello, Offline!")], "just say hi": [text("Hi.")]})
@@ -183,24 +189,19 @@ def test_forwarder_down_then_up(fake_api, endpoint, tmp_path, workspace):
     offline = run_claude(prompt, env, workspace.project)
 
     _assert_ok(offline)
-    assert endpoint.stored("events") == [] and endpoint.stored("sessions") == []
-    forwarder = Forwarder(tmp_path, endpoint.url, port)
-    try:
-        online = run_claude("Please just say hi", env, workspace.project)
-        _assert_ok(online)
-        [event] = endpoint.wait_for("events", 1)
-        user_id = anonymous_id(workspace.state)
-        # The event keeps the second its hook fired, during the offline session, not the time it was sent.
-        assert event == expected_event(event, offline, "slash_command", "testkit:hello", len(prompt), user_id)
-        sessions = by_session(endpoint.wait_for("sessions", 2))
-        assert sessions == {
-            run.session_id: expected_session(run, user_id, workspace.scratch) for run in (offline, online)
-        }
-    finally:
-        forwarder.stop()
+    assert endpoint_server.stored("events") == [] and endpoint_server.stored("sessions") == []
+    start_forwarder(endpoint_server.url, port=port)
+    online = run_claude("Please just say hi", env, workspace.project)
+    _assert_ok(online)
+    [event] = endpoint_server.exactly("events", 1, workspace.delivered)
+    user_id = anonymous_id(workspace.state)
+    # The event keeps the second its hook fired, during the offline session, not the time it was sent.
+    assert event == expected_event(event, offline, "slash_command", "testkit:hello", len(prompt), user_id)
+    sessions = by_session(endpoint_server.exactly("sessions", 2, workspace.delivered))
+    assert sessions == {run.session_id: expected_session(run, user_id, workspace.scratch) for run in (offline, online)}
 
 
-def test_resumed_and_forked_session_one_payload_per_run(fake_api, endpoint, forwarder, workspace, tmp_path):
+def test_resumed_and_forked_session_one_payload_per_run(fake_api, endpoint_server, forwarder, workspace, tmp_path):
     """A session; `--resume` of it with another command, a failing tool call and a subagent; then
     `--fork-session` of it calling a skill. Three session payloads, each what exactly its own run wrote
     gives, and the events of all three runs. The runs follow each other at once: the resume appends to
@@ -250,8 +251,8 @@ def test_resumed_and_forked_session_one_payload_per_run(fake_api, endpoint, forw
     assert (resumed.result["result"], forked.result["result"]) == ("Hello, Grace!", "We greeted two people.")
     assert file_sizes(first.transcript) == after_resumed  # the fork wrote nothing into the session it forked
     assert set(after_resumed) - set(after_first) != set()  # the resumed run's subagent: a new file
-    sessions = endpoint.wait_for("sessions", 3)
-    events = endpoint.wait_for("events", 3)
+    sessions = endpoint_server.exactly("sessions", 3, workspace.delivered)
+    events = endpoint_server.exactly("events", 3, workspace.delivered)
     user_id = anonymous_id(workspace.state)
     parts = tmp_path / "parts"
     expected = [
@@ -273,7 +274,7 @@ def test_resumed_and_forked_session_one_payload_per_run(fake_api, endpoint, forw
     ]  # fmt: skip
     assert [{k: payload[k] for k in hand} for payload, hand in zip(expected[1:], counted)] == counted
     # Nothing counted twice, nothing lost: the two runs of the session add up to its whole transcript.
-    whole = session_summary(first.transcript, workspace.scratch)
+    whole = session_summary(first.transcript, workspace.scratch, "--reason", "other")
     assert {k: counts(expected[0])[k] + counts(expected[1])[k] for k in counts(whole)} == counts(whole)
 
     def event_of(run, prompt_length: int):
@@ -292,7 +293,7 @@ def test_resumed_and_forked_session_one_payload_per_run(fake_api, endpoint, forw
     )  # fmt: skip
 
 
-def test_compacted_session_counts_stay_exact(fake_api, endpoint, forwarder, workspace, tmp_path):
+def test_compacted_session_counts_stay_exact(fake_api, endpoint_server, forwarder, workspace, tmp_path):
     """`/compact` in a resumed run, then `--continue`: the compaction's summary is no prompt and no turn,
     and the three runs' payloads add up to the whole transcript."""
     fake_api.script = Script(
@@ -316,7 +317,7 @@ def test_compacted_session_counts_stay_exact(fake_api, endpoint, forwarder, work
 
     assert {run.session_id for run in runs} == {runs[0].session_id}
     assert any(json.loads(line).get("isCompactSummary") for line in runs[0].transcript.read_text().splitlines())
-    sessions = endpoint.wait_for("sessions", 3)
+    sessions = endpoint_server.exactly("sessions", 3, workspace.delivered)
     user_id = anonymous_id(workspace.state)
     expected = [
         expected_session(run, user_id, workspace.scratch,
@@ -328,5 +329,5 @@ def test_compacted_session_counts_stay_exact(fake_api, endpoint, forwarder, work
     assert (compaction["user_message_count"], compaction["turn_count"], compaction["assistant_message_count"]) == (
         1, 0, 0  # the typed /compact is a prompt; its summary is not, and no assistant message answers it
     )  # fmt: skip
-    whole = session_summary(runs[0].transcript, workspace.scratch)
+    whole = session_summary(runs[0].transcript, workspace.scratch, "--reason", "other")
     assert {k: sum(counts(e)[k] for e in expected) for k in counts(whole)} == counts(whole)

@@ -1,6 +1,6 @@
 """The plugin as users get it: added from a marketplace, installed, and run with nothing but a bare python3.
 
-The repository is served over git's smart HTTP protocol on loopback (marketplace.py); the real
+The repository is served over git's smart HTTP protocol on loopback (support/git_marketplace.py); the real
 Claude Code CLI adds it as a marketplace and installs the metrics plugin and a test plugin from
 it. PATH's python3 is a fresh venv with nothing installed; the test starts no collector and no
 forwarder, only the reference endpoint, named by CLAUDE_METRICS_URL. Everything else (the
@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from claude_cli import CLAUDE_BIN, REPO, base_env, run_claude, transcript_session_ids
-from expectations import anonymous_id, by_session, expected_event, expected_session
-from fake_api import Script, ToolCall, text, tools
-from marketplace import MARKETPLACE_NAME, PLUGIN_ID, Marketplace
-from pipeline import free_port, plugin_pids, stop_plugin_processes, wait_until
 
-# pip's cache is shared between runs (and kept in .cache/): the first run downloads like a new user.
-PIP_CACHE = REPO / ".cache" / "pip-acceptance"
+from support.claude_cli import CLAUDE_BIN, base_env, run_claude, transcript_session_ids
+from support.claude_session_expectations import by_session, expected_event, expected_session
+from support.fake_messages_api import Script, ToolCall, text, tools
+from support.git_marketplace import MARKETPLACE_NAME, PLUGIN_ID, Marketplace
+from support.legacy_payloads import anonymous_id
+from support.paths import PIP_CACHE
+from support.plugin_hooks import delivered, log_lines, plugin_processes, spool_records, stop_plugin_processes
+from support.processes import free_port, wait_for
+
 # The first session's payloads wait for the plugin to install its dependencies from the package index.
 BOOTSTRAP_SECONDS = 300.0
 DATA_DIR = Path(".claude") / "plugins" / "data" / f"metrics-{MARKETPLACE_NAME}"
@@ -41,7 +43,7 @@ def marketplace(tmp_path: Path, claude_cli: Path):
 
 
 @pytest.fixture
-def user(tmp_path: Path, fake_api, endpoint):
+def user(tmp_path: Path, fake_api, endpoint_server):
     """A user's machine: a HOME, a project, and a python3 with nothing installed first on PATH."""
     home, project, scratch = tmp_path / "home", tmp_path / "project", tmp_path / "scratch"
     for directory in (home, project, scratch):
@@ -52,7 +54,7 @@ def user(tmp_path: Path, fake_api, endpoint):
         home,
         fake_api.base_url,
         {
-            "CLAUDE_METRICS_URL": endpoint.url,
+            "CLAUDE_METRICS_URL": endpoint_server.url,
             "PIP_CACHE_DIR": str(PIP_CACHE),
             # The plugin's processes leave soon after their work, so each test ends them; a test that
             # needs one warm says so.
@@ -93,12 +95,9 @@ class User:
         assert transcript_session_ids(run.transcript) == [run.session_id]
         return run
 
-    def log(self) -> List[str]:
-        path = self.data / "metrics.log"
-        return path.read_text().splitlines() if path.exists() else []
-
-    def spooled(self) -> List[dict]:
-        return [json.loads(p.read_text()) for p in sorted((self.data / "spool").glob("*.json"))]
+    def delivered(self) -> bool:
+        """Nothing the hooks recorded is still on its way (spool and local forwarder's outbox empty)."""
+        return delivered(self.data)
 
 
 def _hello_with_a_skill_and_a_failing_tool(name: str) -> Script:
@@ -114,21 +113,13 @@ def _hello_with_a_skill_and_a_failing_tool(name: str) -> Script:
 
 
 def _exporter_roots(data: Path) -> List[str]:
-    """CLAUDE_PLUGIN_ROOT of the plugin's running exporters (Linux /proc)."""
-    roots = []
-    for pid in plugin_pids(data):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"otel_metrics.exporter" in cmdline:
-            roots += [v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"CLAUDE_PLUGIN_ROOT=")]
-    return roots
+    """CLAUDE_PLUGIN_ROOT of the plugin's running exporters."""
+    exporters = [process for process in plugin_processes(data) if process.kind == "exporter"]
+    return [process.env["CLAUDE_PLUGIN_ROOT"] for process in exporters if "CLAUDE_PLUGIN_ROOT" in process.env]
 
 
 def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across_an_update(
-    fake_api, endpoint, marketplace, user
+    fake_api, endpoint_server, marketplace, user
 ):
     user.install(marketplace.url)
     cached = user.home / ".claude" / "plugins" / "cache" / MARKETPLACE_NAME / "metrics"
@@ -141,20 +132,20 @@ def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across
     # Warm long enough to be running when the updated plugin's first hook pokes it.
     run = user.session(prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="90")
 
-    events = endpoint.wait_for("events", 2, timeout=BOOTSTRAP_SECONDS)
+    events = endpoint_server.exactly("events", 2, user.delivered, timeout=BOOTSTRAP_SECONDS)
     arrived = time.time()
     user_id = anonymous_id(user.data)
     skill = next(e for e in events if e["type"] == "skill")
     command = next(e for e in events if e["type"] == "slash_command")
     assert command == expected_event(command, run, "slash_command", "testkit:hello", len(prompt), user_id)
     assert skill == expected_event(skill, run, "skill", "testkit:summarize", 0, user_id)
-    [session] = endpoint.wait_for("sessions", 1)
+    [session] = endpoint_server.exactly("sessions", 1, user.delivered)
     assert session == expected_session(run, user_id, user.scratch)
     assert (session["total_tool_calls"], session["tool_error_count"], session["had_errors"]) == (2, 1, True)
     built = json.loads((user.data / "bootstrap.json").read_text())["built"]
     print(f"\nfirst session: its payloads arrived {arrived - run.ended:.1f} s after it ended (dependencies installed)")
     assert (user.data / "venv").is_dir()
-    assert not [line for line in user.log() if "ERROR" in line or "hook:" in line], user.log()
+    assert not [line for line in log_lines(user.data) if "ERROR" in line or "hook:" in line], log_lines(user.data)
 
     # A new release: `claude plugin update` keeps the data directory (anonymous id, venv, spool, outbox).
     marketplace.publish(version="0.1.1")
@@ -165,10 +156,10 @@ def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across
     fake_api.script = Script({"Say hello to Grace": [text("Hello, Grace!")]})
     second = user.session(second_prompt, CLAUDE_METRICS_EXPORTER_IDLE_SECONDS="20")
 
-    events = endpoint.wait_for("events", 3, timeout=60)
+    events = endpoint_server.exactly("events", 3, user.delivered, timeout=60)
     [new] = [e for e in events if e["session_id"] == second.session_id]
     assert new == expected_event(new, second, "slash_command", "testkit:hello", len(second_prompt), user_id, "0.1.1")
-    sessions = by_session(endpoint.wait_for("sessions", 2, timeout=60))
+    sessions = by_session(endpoint_server.exactly("sessions", 2, user.delivered, timeout=60))
     assert sessions[second.session_id] == expected_session(second, user_id, user.scratch)
     assert anonymous_id(user.data) == user_id
     assert json.loads((user.data / "bootstrap.json").read_text())["built"] == built  # same pins: not rebuilt
@@ -184,12 +175,14 @@ def test_installed_plugin_delivers_with_a_bare_python_and_keeps_its_state_across
     assert f"ok    dependencies: ready in {user.data / 'venv'}" in report
 
     # Uninstalling removes the data directory (once the plugin's processes have left).
-    wait_until(lambda: not plugin_pids(user.data), 60, "the plugin's processes to leave")
+    wait_for(lambda: not plugin_processes(user.data), 60, 0.1, "the plugin's processes to leave")
     user.claude("plugin", "uninstall", PLUGIN_ID)
     assert not user.data.exists()
 
 
-def test_unreachable_package_index_keeps_events_until_the_dependencies_install(fake_api, endpoint, marketplace, user):
+def test_unreachable_package_index_keeps_events_until_the_dependencies_install(
+    fake_api, endpoint_server, marketplace, user
+):
     user.install(marketplace.url)
     dead_index = {
         "PIP_INDEX_URL": f"http://127.0.0.1:{free_port()}/simple",  # nothing listens there
@@ -200,21 +193,22 @@ def test_unreachable_package_index_keeps_events_until_the_dependencies_install(f
         {"Say hello to Offline": [text("Hello, Offline!")], "Say hello to Online": [text("Hello, Online!")]}
     )
     offline = user.session("/testkit:hello Offline", **dead_index)
-    wait_until(lambda: any(SETUP_FAILED in line for line in user.log()), 120, "the bootstrap to fail")
-    wait_until(lambda: not plugin_pids(user.data), 120, "the exporter to give up for now")
-    [line] = [line for line in user.log() if SETUP_FAILED in line]  # tried again, said once
+    wait_for(lambda: any(SETUP_FAILED in line for line in log_lines(user.data)), 120, 0.1, "the bootstrap to fail")
+    wait_for(lambda: not plugin_processes(user.data), 120, 0.1, "the exporter to give up for now")
+    [line] = [line for line in log_lines(user.data) if SETUP_FAILED in line]  # tried again, said once
     assert json.loads((user.data / "bootstrap.json").read_text())["failures"] >= 2
     assert "package index (http://127.0.0.1:" in line and "PIP_INDEX_URL" in line, line
-    assert [r["name"] for r in user.spooled() if r["record"] == "event"] == ["testkit:hello"]  # kept, not lost
-    assert endpoint.stored("events") == []
+    kept = [record["name"] for record in spool_records(user.data) if record["record"] == "event"]
+    assert kept == ["testkit:hello"]  # kept, not lost
+    assert endpoint_server.stored("events") == []
 
     # The index is reachable again: the next session's hooks install the dependencies, and all is sent.
     online = user.session("/testkit:hello Online", CLAUDE_METRICS_BOOTSTRAP_RETRY_SECONDS="1")
-    events = by_session(endpoint.wait_for("events", 2, timeout=BOOTSTRAP_SECONDS))
-    sessions = by_session(endpoint.wait_for("sessions", 2))
+    events = by_session(endpoint_server.exactly("events", 2, user.delivered, timeout=BOOTSTRAP_SECONDS))
+    sessions = by_session(endpoint_server.exactly("sessions", 2, user.delivered))
     assert set(events) == set(sessions) == {offline.session_id, online.session_id}
     user_id = anonymous_id(user.data)
     assert events[offline.session_id] == expected_event(
         events[offline.session_id], offline, "slash_command", "testkit:hello", len("/testkit:hello Offline"), user_id
     )
-    assert any("installed now: sending what was kept" in line for line in user.log()), user.log()
+    assert any("installed now: sending what was kept" in line for line in log_lines(user.data)), log_lines(user.data)

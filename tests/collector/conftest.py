@@ -1,9 +1,8 @@
-"""Fixtures for the real collector: its binary, running collectors, OTLP capture servers.
+"""Fixtures for the real collector: its binary, and running collectors.
 
 `collector_binary` is the distribution `make collector` builds; without it and without
 Go the tests skip and say why, except under CI=true, where they fail. The endpoint,
-forwarder and hook helpers are the shared ones (tests/conftest.py, servers.py,
-hooks_harness.py); the collector's are in collector_harness.py.
+forwarder, OTLP sink and hook helpers are the shared ones (tests/conftest.py, tests/support).
 """
 
 from __future__ import annotations
@@ -12,9 +11,9 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
-from collector_harness import BASE_CONFIG, BINARY, FANOUT_CONFIG, CollectorProcess
-from otlp_sink import OtlpSink
-from servers import built
+
+from support.collector_process import BASE_CONFIG, BINARY, FANOUT_CONFIG, CollectorProcess
+from support.processes import built
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +23,7 @@ def collector_binary() -> Path:
 
 
 @pytest.fixture
-def collector(tmp_path: Path, collector_binary: Path) -> Iterator[Callable[..., CollectorProcess]]:
+def start_collector(tmp_path: Path, collector_binary: Path) -> Iterator[Callable[..., CollectorProcess]]:
     """start(forwarder_url, fanout=False, env=None): a running collector, stopped at teardown."""
     started: List[CollectorProcess] = []
 
@@ -38,18 +37,4 @@ def collector(tmp_path: Path, collector_binary: Path) -> Iterator[Callable[..., 
 
     yield start
     for process in started:
-        process.close()
-
-
-@pytest.fixture
-def otlp_capture() -> Iterator[Callable[[], OtlpSink]]:
-    """start(): a running OtlpSink, stopped at teardown."""
-    started: List[OtlpSink] = []
-
-    def start() -> OtlpSink:
-        started.append(OtlpSink())
-        return started[-1]
-
-    yield start
-    for capture in started:
-        capture.stop()
+        process.stop()

@@ -10,9 +10,10 @@ from typing import Dict, List, Set
 
 import pytest
 import yaml
-from collector_harness import BASE_CONFIG, CONFIG_DIR, FANOUT_CONFIG, REPO
 
 from otel_metrics import schema
+from support.collector_process import BASE_CONFIG, CONFIG_DIR, FANOUT_CONFIG
+from support.paths import REPO
 
 BUILDER_CONFIG = CONFIG_DIR / "builder-config.yaml"
 KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")

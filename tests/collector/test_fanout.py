@@ -10,32 +10,19 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from hooks_harness import (
-    expected_event,
-    hook_env,
-    prompt_input,
-    run_hook,
-    session_input,
-)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from servers import wait_for
 
 from otel_metrics import schema
+from support.legacy_payloads import expected_event
+from support.otlp_requests import attribute_values
+from support.plugin_hooks import hook_env, prompt_input, run_hook, session_input
+from support.processes import wait_for
 
 pytestmark = pytest.mark.collector
 
 DEADLINE = 60.0
 SPANMETRICS_CALLS = "traces.span.metrics.calls"
-
-
-def attributes(pairs: List[KeyValue]) -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for pair in pairs:
-        kind = pair.value.WhichOneof("value")
-        out[pair.key] = getattr(pair.value, kind) if kind else None
-    return out
 
 
 def metric_points(bodies: List[bytes], name: str) -> List[Tuple[Dict[str, object], Dict[str, object], float]]:
@@ -48,7 +35,8 @@ def metric_points(bodies: List[bytes], name: str) -> List[Tuple[Dict[str, object
                     if metric.name == name:
                         for point in metric.sum.data_points:
                             value = getattr(point, point.WhichOneof("value"))
-                            points.append((attributes(rm.resource.attributes), attributes(point.attributes), value))
+                            resource = attribute_values(rm.resource.attributes)
+                            points.append((resource, attribute_values(point.attributes), value))
     return points
 
 
@@ -59,16 +47,17 @@ def spans(bodies: List[bytes]) -> List[Tuple[Dict[str, object], str, Dict[str, o
         for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    found.append((attributes(rs.resource.attributes), span.name, attributes(span.attributes)))
+                    resource = attribute_values(rs.resource.attributes)
+                    found.append((resource, span.name, attribute_values(span.attributes)))
     return found
 
 
 def test_fanout_drops_high_cardinality_keys_on_its_branch_only(
-    endpoint_server, forwarder_server, collector, otlp_capture, state: Path, tmp_path: Path
+    endpoint_server, start_forwarder, start_collector, start_otlp_sink, state: Path, tmp_path: Path
 ) -> None:
-    prometheus, jaeger = otlp_capture(), otlp_capture()
-    forwarder = forwarder_server(endpoint_server.url)
-    otelcol = collector(
+    prometheus, jaeger = start_otlp_sink(), start_otlp_sink()
+    forwarder = start_forwarder(endpoint_server.url)
+    otelcol = start_collector(
         forwarder.otlp_url,
         fanout=True,
         env={

@@ -1,7 +1,7 @@
 """Fixtures of the stack tests: the Prometheus and Jaeger builds (`make prometheus jaeger`), and
-factories of their processes. Without Go and without the builds the tests skip and say why,
-except under CI=true, where they fail. The collector, endpoint, forwarder and hook helpers are
-the shared ones (collector_harness.py, servers.py, hooks_harness.py).
+starting their processes. Without Go and without the builds the tests skip and say why, except
+under CI=true, where they fail. The collector, endpoint, forwarder and hook helpers are the shared
+ones (tests/support).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
 import pytest
-from collector_harness import BINARY as COLLECTOR_BINARY
-from servers import built
-from stack_harness import JAEGER_BINARY, PROMETHEUS_BINARY, PrometheusProcess
+
+from support.collector_process import BINARY as COLLECTOR_BINARY
+from support.processes import built
+from support.stack_processes import JAEGER_BINARY, PROMETHEUS_BINARY, PrometheusProcess
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,7 @@ def stack_binaries() -> Dict[str, Path]:
 
 
 @pytest.fixture
-def prometheus(stack_binaries: Dict[str, Path], tmp_path: Path) -> Iterator[Callable[..., PrometheusProcess]]:
+def start_prometheus(stack_binaries: Dict[str, Path], tmp_path: Path) -> Iterator[Callable[..., PrometheusProcess]]:
     """start(targets={}, flags=None): a running Prometheus, stopped at teardown."""
     started: List[PrometheusProcess] = []
 

@@ -18,27 +18,20 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-from collector_harness import BASE_CONFIG, FANOUT_CONFIG, CollectorProcess
-from hooks_harness import (
-    hook_env,
-    kill_exporters,
-    prompt_input,
-    run_hook,
-    session_input,
-    skill_input,
-)
-from servers import EndpointProcess, ForwarderProcess, wait_for
-from stack_harness import JaegerProcess, PrometheusProcess
 
 from otel_metrics import schema
 from otel_metrics.model import SessionAggregates
 from otel_metrics.payloads import validate_event_payload, validate_session_payload
 from otel_metrics.report import TOOL_COLUMNS
 from otel_metrics.transcript import summarize
+from support.collector_process import BASE_CONFIG, FANOUT_CONFIG, CollectorProcess
+from support.paths import REPO
+from support.plugin_hooks import hook_env, kill_exporters, prompt_input, run_hook, session_input, skill_input
+from support.processes import EndpointProcess, ForwarderProcess, wait_for
+from support.stack_processes import JaegerProcess, PrometheusProcess
 
 pytestmark = pytest.mark.stack
 
-REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "plugin-usage.json").read_text())
 DEADLINE = 90.0
 RANGE_SECONDS = 7 * 86400  # the dashboard's time range, now-7d .. now

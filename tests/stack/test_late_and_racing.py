@@ -13,11 +13,11 @@ from typing import List, Tuple
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
-from stack_harness import PrometheusProcess, compose_prometheus_flags
 
 from otel_metrics import schema
+from support.otlp_requests import key_values
+from support.stack_processes import PrometheusProcess, compose_prometheus_flags
 
 pytestmark = pytest.mark.stack
 
@@ -30,18 +30,17 @@ HOUR = 3600
 def otlp_request(name: str, points: List[Point], now: float) -> bytes:
     """One request of delta points of plugin_usage.events for one command, each covering the second before it."""
 
-    def attribute(key: str, value: str) -> KeyValue:
-        return KeyValue(key=key, value=AnyValue(string_value=value))
-
     request = ExportMetricsServiceRequest()
     resource = request.resource_metrics.add()
     resource.resource.attributes.extend(
-        [
-            attribute(schema.RESOURCE_SERVICE_NAME, schema.SERVICE_NAME),
-            attribute(schema.RESOURCE_OS_TYPE, "linux"),
-            attribute(schema.RESOURCE_SERVICE_VERSION, "1.0"),
-            attribute(schema.RESOURCE_ENGINE, "claude"),
-        ]
+        key_values(
+            {
+                schema.RESOURCE_SERVICE_NAME: schema.SERVICE_NAME,
+                schema.RESOURCE_OS_TYPE: "linux",
+                schema.RESOURCE_SERVICE_VERSION: "1.0",
+                schema.RESOURCE_ENGINE: "claude",
+            }
+        )
     )
     scope = resource.scope_metrics.add()
     scope.scope.name = schema.SCOPE_NAME
@@ -54,7 +53,7 @@ def otlp_request(name: str, points: List[Point], now: float) -> bytes:
         point.time_unix_nano = int((now - ago) * 1e9)
         point.start_time_unix_nano = point.time_unix_nano - 10**9
         point.as_int = events
-        point.attributes.extend([attribute(schema.EVENT_TYPE, "slash_command"), attribute(schema.EVENT_NAME, name)])
+        point.attributes.extend(key_values({schema.EVENT_TYPE: "slash_command", schema.EVENT_NAME: name}))
     return request.SerializeToString()
 
 
@@ -81,9 +80,9 @@ def run(prometheus: PrometheusProcess, count_expr: str) -> List[Tuple[str, int, 
     return outcome
 
 
-def test_native_delta_counts_every_point_in_its_own_time_and_drops_only_the_unstorable(prometheus) -> None:
+def test_native_delta_counts_every_point_in_its_own_time_and_drops_only_the_unstorable(start_prometheus) -> None:
     assert NATIVE_DELTA in compose_prometheus_flags()
-    native = prometheus()
+    native = start_prometheus()
     outcome = run(native, 'sum(sum_over_time(plugin_usage_events_total{{plugin_usage_event_name="race:x"}}[{range}]))')
     assert outcome == [
         ("writer A", 200, 3, 3),
@@ -100,9 +99,9 @@ def test_native_delta_counts_every_point_in_its_own_time_and_drops_only_the_unst
     ]
 
 
-def test_delta_to_cumulative_loses_first_points_late_points_and_older_writers(prometheus) -> None:
+def test_delta_to_cumulative_loses_first_points_late_points_and_older_writers(start_prometheus) -> None:
     flags = [DELTA_TO_CUMULATIVE if flag == NATIVE_DELTA else flag for flag in compose_prometheus_flags()]
-    converted = prometheus(flags=flags)
+    converted = start_prometheus(flags=flags)
     expr = 'sum(increase(plugin_usage_events_total{{plugin_usage_event_name="race:x"}}[{range}] anchored))'
     assert run(converted, expr) == [
         # The first point only starts the cumulative series: increase() never sees its 3 events.

@@ -1,22 +1,25 @@
-"""Running the plugin's hooks the way Claude Code does, and cleaning up after them."""
+"""Running the plugin's hooks the way Claude Code does; what they leave (spool, log); the background
+processes they start (exporters, local forwarders), waiting for them and cleaning up after them.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Union
 
-REPO = Path(__file__).resolve().parents[1]
-PLUGIN = REPO / "plugin"
+import pytest
+
+from support.paths import FIXTURE_TRANSCRIPT, PLUGIN
+from support.processes import outbox_waiting, wait_for
+
 HOOKS_JSON = PLUGIN / "hooks" / "hooks.json"
-FIXTURES = REPO.parent / "shared" / "fixtures" / "transcripts"
 
 
 def hook_commands() -> Dict[str, str]:
@@ -117,22 +120,55 @@ def session_input(event: str, session_id: str, transcript: Optional[Path], reaso
     return hook_input
 
 
-def exporter_pids(state_dir: Path) -> List[int]:
-    """Background exporters working on this state directory (Linux /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
+def run_command_skill_and_end(env: Dict[str, str], session_id: str, prompt: str, transcript: Path) -> None:
+    """A session's hooks as Claude Code fires them: the typed command `prompt`, the skill pdf:extract
+    (called with arguments), then SessionEnd (reason logout) on `transcript`; each silent, exit 0."""
+    for result in (
+        run_hook(prompt_input(prompt, session_id=session_id), env),
+        run_hook(skill_input("pdf:extract", session_id=session_id, args="secret"), env),
+        run_hook(session_input("SessionEnd", session_id, transcript, "logout"), env),
+    ):
+        assert (result.returncode, result.stdout) == (0, b"")
+
+
+class PluginProcess(NamedTuple):
+    pid: int
+    kind: str  # "exporter" or "forwarder"
+    env: Dict[str, str]
+
+
+def plugin_processes(state_dir: Path) -> List[PluginProcess]:
+    """The background processes the hooks started for this state directory, as its CLAUDE_METRICS_DIR or
+    CLAUDE_PLUGIN_DATA: exporters and local forwarders (Linux /proc)."""
+    markers = {f"CLAUDE_METRICS_DIR={state_dir}".encode(), f"CLAUDE_PLUGIN_DATA={state_dir}".encode()}
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            if b"otel_metrics.exporter" not in cmdline:
-                continue
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
+            continue  # gone, or not ours to read
+        if b"otel_metrics.exporter" in cmdline:
+            kind = "exporter"
+        elif b"otel_metrics.cli" in cmdline and b"forwarder" in cmdline:
+            kind = "forwarder"
+        else:
             continue
-        if f"CLAUDE_METRICS_DIR={state_dir}".encode() in environ:
-            pids.append(int(entry.name))
-    return pids
+        if markers & set(environ):
+            env = dict(v.decode(errors="replace").split("=", 1) for v in environ if b"=" in v)
+            found.append(PluginProcess(int(entry.name), kind, env))
+    return found
+
+
+def plugin_pids(state_dir: Path) -> List[int]:
+    return [process.pid for process in plugin_processes(state_dir)]
+
+
+def exporter_pids(state_dir: Path) -> List[int]:
+    """Background exporters working on this state directory."""
+    return [process.pid for process in plugin_processes(state_dir) if process.kind == "exporter"]
 
 
 @contextmanager
@@ -161,10 +197,35 @@ def kill_exporters(state_dir: Path, sig: int = signal.SIGKILL) -> List[int]:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 5
-    while pids and time.monotonic() < deadline and exporter_pids(state_dir):
-        time.sleep(0.05)
+    if pids:
+        try:
+            wait_for(lambda: not exporter_pids(state_dir), 5, 0.05)
+        except AssertionError:
+            pass  # a zombie of ours is reaped later; the test goes on
     return pids
+
+
+def stop_plugin_processes(state_dir: Path, timeout: float) -> List[int]:
+    """Let this state directory's exporters and forwarders idle out; end those still running. Returns those."""
+    try:
+        wait_for(lambda: not plugin_pids(state_dir), timeout, 0.1, "the plugin's processes to idle out")
+        return []
+    except AssertionError:
+        survivors = plugin_pids(state_dir)
+    for pid in survivors:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    return survivors
+
+
+def delivered(state_dir: Path, *outboxes: Path) -> bool:
+    """Nothing the hooks recorded in this state directory is still on its way: the spool is empty (the
+    exporter removes a record once the next hop accepted it), and so are the local forwarder's outbox and
+    the given forwarders' outboxes (a payload leaves an outbox once the endpoint answered)."""
+    local = state_dir / "forwarder" / "outbox.sqlite"
+    return not list(spool_records(state_dir)) and all(outbox_waiting(path) == 0 for path in (local, *outboxes))
 
 
 def spool_records(state_dir: Path) -> Iterator[dict]:
@@ -183,19 +244,13 @@ def log_lines(state_dir: Path) -> List[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def expected_event(kind: str, name: str, prompt_length: int, session_id: str, state: Path, timestamp: str) -> dict:
-    """The whole legacy event payload a hook must produce; the timestamp is the one sent."""
-    from otel_metrics import __version__
-
-    return {
-        "type": kind,
-        "name": name,
-        "engine": "claude",
-        "version": __version__,
-        "timestamp": timestamp,
-        "session_id": session_id,
-        "user_id": (state / ".anonymous_id").read_text().strip(),
-        "os": "linux",
-        "mac": hashlib.sha256((session_id + timestamp).encode()).hexdigest(),
-        "prompt_length": prompt_length,
-    }
+def copy_fixture_transcript(directory: Path) -> Path:
+    """The real session of FIXTURE_TRANSCRIPT copied into `directory`, subagent transcripts included
+    (the test skips without the shared fixtures)."""
+    if not FIXTURE_TRANSCRIPT.exists():
+        pytest.skip(f"{FIXTURE_TRANSCRIPT} is missing (shared/ fixtures beside the repo)")
+    transcript = directory / FIXTURE_TRANSCRIPT.name
+    shutil.copy(FIXTURE_TRANSCRIPT, transcript)
+    if FIXTURE_TRANSCRIPT.with_suffix("").is_dir():  # the session's subagent transcripts
+        shutil.copytree(FIXTURE_TRANSCRIPT.with_suffix(""), transcript.with_suffix(""))
+    return transcript

@@ -1,4 +1,4 @@
-"""The payloads a real session must produce, computed independently of the code under test.
+"""The payloads a real Claude Code session must produce, computed independently of the code under test.
 
 Only `otel-metrics session-summary` is reused: the session scenario's very claim
 is that what arrives equals what it computes on the transcript Claude Code wrote.
@@ -7,21 +7,15 @@ is that what arrives equals what it computes on the transcript Claude Code wrote
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import math
-import os
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from claude_cli import PLUGIN_DIR, ClaudeRun
-from pipeline import OTEL_METRICS
-
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+from support.claude_cli import PLUGIN_DIR, ClaudeRun
+from support.legacy_payloads import TIMESTAMP_FORMAT, legacy_event, mac, session_summary
 
 
 def plugin_manifest() -> Dict[str, Any]:
@@ -37,15 +31,6 @@ def expected_os() -> str:
     if sys.platform.startswith("win"):
         return "windows"
     return "darwin" if sys.platform == "darwin" else "linux"
-
-
-def anonymous_id(state_dir: Path) -> str:
-    value = (state_dir / ".anonymous_id").read_text(encoding="ascii").strip()
-    return str(uuid.UUID(value))
-
-
-def mac(session_id: str, timestamp: str) -> str:
-    return hashlib.sha256((session_id + timestamp).encode("utf-8")).hexdigest()
 
 
 def unix_seconds(timestamp: str) -> int:
@@ -74,32 +59,8 @@ def expected_event(
     timestamp = payload.get("timestamp")
     assert isinstance(timestamp, str), payload
     assert_within(timestamp, run)
-    return {
-        "type": kind,
-        "name": name,
-        "engine": "claude",
-        "version": version or plugin_manifest()["version"],
-        "timestamp": timestamp,
-        "session_id": run.session_id,
-        "user_id": user_id,
-        "os": expected_os(),
-        "mac": mac(run.session_id, timestamp),
-        "prompt_length": prompt_length,
-    }
-
-
-def session_summary(transcript: Path, scratch: Path) -> Dict[str, Any]:
-    """`otel-metrics session-summary TRANSCRIPT --reason other`, with a scratch state directory."""
-    env = dict(os.environ, CLAUDE_METRICS_DIR=str(scratch))
-    out = subprocess.run(
-        [OTEL_METRICS, "session-summary", str(transcript), "--reason", "other"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    version = version or plugin_manifest()["version"]
+    return legacy_event(kind, name, prompt_length, run.session_id, user_id, timestamp, version, expected_os())
 
 
 def expected_session(
@@ -107,7 +68,7 @@ def expected_session(
 ) -> Dict[str, Any]:
     """The session payload: the summary of the transcript Claude Code wrote (or of `transcript`, the part of
     it that `run` wrote), with user_id and exit_reason as sent."""
-    summary = session_summary(transcript or run.transcript, scratch)
+    summary = session_summary(transcript or run.transcript, scratch, "--reason", "other")
     assert summary["session_id"] == run.session_id, summary
     assert_within(summary["start_timestamp"], run)
     assert_within(summary["end_timestamp"], run)

@@ -1,6 +1,6 @@
 """Running the real Claude Code CLI (`claude -p`) against the loopback Messages API stand-in.
 
-Shared by the acceptance tests and benchmarks/real_session.py.
+Shared by the acceptance tests (tests/acceptance/) and benchmarks/real_session.py.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[2]
+from support.paths import PLUGIN, REPO
+
 CLAUDE_CODE_VERSION = "2.1.197"
 CLAUDE_CODE_DIR = REPO / ".cache" / "claude-code"
 CLAUDE_BIN = CLAUDE_CODE_DIR / "node_modules" / ".bin" / "claude"
-PLUGIN_DIR = REPO / "plugin"
-TEST_PLUGIN_DIR = Path(__file__).resolve().parent / "test-plugin"
+PLUGIN_DIR = PLUGIN
+# A plugin with a command and a skill, for the sessions to use.
+TEST_PLUGIN_DIR = REPO / "tests" / "acceptance" / "test-plugin"
 # The interpreter running us (the venv's) must be the `python3` the hooks' `#!/usr/bin/env python3` finds.
 PYTHON_BIN_DIR = Path(sys.executable).parent
 # Tools the scripted model calls; -p mode denies tools that need a permission prompt.

@@ -2,7 +2,8 @@
 
 It stands where the collector stands (for the hooks' exporter), or where
 Prometheus or Jaeger stand (for the collector's fan-out), and can be told to
-refuse (503), to be slow, or to go away and come back on the same port.
+refuse (503), to be slow (`delay`: seconds before each answer), or to go away
+and come back on the same port.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from typing import Callable, List, Optional, Tuple
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from support.otlp_requests import attribute_values
+
 
 class OtlpSink:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, delay: float = 0.0) -> None:
         self.metrics: List[ExportMetricsServiceRequest] = []
         self.traces: List[ExportTraceServiceRequest] = []
         self.requests: List[Tuple[str, bytes]] = []  # (path, body as sent, gunzipped)
         self.status = 200
         self.refuse: Optional[Callable[[bytes], bool]] = None  # bodies answered 400, as refused for good
-        self.delay = 0.0
+        self.delay = delay
         self._lock = threading.Lock()
         self._server: Optional[ThreadingHTTPServer] = None
         self.port = port
@@ -87,7 +90,7 @@ class OtlpSink:
                     for sm in rm.scope_metrics:
                         for metric in sm.metrics:
                             for point in metric.sum.data_points:
-                                points.append((_attributes(point.attributes), point.as_int))
+                                points.append((attribute_values(point.attributes), point.as_int))
         return points
 
     def event_count(self) -> int:
@@ -102,11 +105,3 @@ class OtlpSink:
                 for ss in rs.scope_spans
                 for span in ss.spans
             ]
-
-
-def _attributes(attributes) -> dict:
-    out = {}
-    for kv in attributes:
-        kind = kv.value.WhichOneof("value")
-        out[kv.key] = getattr(kv.value, kind) if kind else None
-    return out

@@ -6,60 +6,22 @@ and deploy/jaeger/config.yaml, with loopback ports in place of the compose servi
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import requests
 import yaml
-from servers import REPO, free_ports, stop_process, wait_for
+
+from support.paths import REPO
+from support.processes import BinaryServer, free_ports
 
 PROMETHEUS_BINARY = REPO / "build" / "prometheus"
 JAEGER_BINARY = REPO / "build" / "jaeger"
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 JAEGER_CONFIG = REPO / "deploy" / "jaeger" / "config.yaml"
-START_SECONDS = 60.0
 Labels = Dict[str, str]
-
-
-class _Process:
-    """A server started from a binary, logging to a file, ready when `ready_url` answers 200."""
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
-        self.log_path = workdir / f"{name}.log"
-        self.proc: Optional[subprocess.Popen] = None
-        self.http = requests.Session()
-        self.http.trust_env = False  # loopback, whatever proxy the environment names
-
-    def _start(self, args: List[str], ready_url: str, env: Optional[Dict[str, str]] = None) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{args[0]} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                return self.http.get(ready_url, timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        try:
-            wait_for(ready, START_SECONDS, 0.1)
-        except AssertionError as error:
-            self.stop()
-            raise AssertionError(f"{args[0]} did not become ready: {error}\n{self.log()}") from None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        stop_process(self.proc, signal.SIGTERM)
-        self.http.close()
 
 
 def compose_prometheus_flags() -> List[str]:
@@ -68,7 +30,7 @@ def compose_prometheus_flags() -> List[str]:
     return [flag for flag in command if not flag.startswith(("--config.file=", "--storage.tsdb.path="))]
 
 
-class PrometheusProcess(_Process):
+class PrometheusProcess(BinaryServer):
     """deploy/prometheus/prometheus.yml with each compose target (`collector:8888`) replaced by a
     loopback address, scraped every `scrape_interval`; `flags` are the compose file's unless given."""
 
@@ -80,7 +42,9 @@ class PrometheusProcess(_Process):
         scrape_interval: str = "1s",
         flags: Optional[List[str]] = None,
     ) -> None:
-        super().__init__(workdir, "prometheus")
+        super().__init__(workdir / "prometheus.log")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
         self.binary = binary
         (self.port,) = free_ports(1)
         config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
@@ -144,11 +108,11 @@ class PrometheusProcess(_Process):
         )
 
 
-class JaegerProcess(_Process):
+class JaegerProcess(BinaryServer):
     """Jaeger v2 with deploy/jaeger/config.yaml, every port free."""
 
     def __init__(self, binary: Path, workdir: Path) -> None:
-        super().__init__(workdir, "jaeger")
+        super().__init__(workdir / "jaeger.log")
         self.binary = binary
         ports = free_ports(5)
         self.otlp_http, self.otlp_grpc, self.query_http, self.query_grpc, self.health = ports

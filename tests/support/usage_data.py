@@ -2,11 +2,13 @@
 
 The payloads are built by the real payload builders (payloads.py) from model objects, so
 they are what the endpoint accepts. `oracle()` computes a report's numbers from the payload
-dicts in plain Python, independently of the SQL in otel_metrics/report.
+dicts in plain Python, independently of the SQL in otel_metrics/report. `report_payloads()` is
+the history the report's tests share; `bounds()` a period as the report takes it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import statistics
@@ -16,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from otel_metrics.model import Event, Session, SessionAggregates
 from otel_metrics.payloads import event_payload, session_payload
-from otel_metrics.report import TOOL_COLUMNS
+from otel_metrics.report import TOOL_COLUMNS, parse_bound
 from otel_metrics.store import PayloadStore
 
 DAY = 86400
@@ -51,6 +53,17 @@ def generate(
         yield "events", event_payload(event)
         if rng.random() < sessions_per_event:
             yield "sessions", session_payload(_session(rng, moment, user_ids[who]))
+
+
+@functools.cache
+def report_payloads() -> List[Payload]:
+    """The history the report's tests share: 1500 events of 40 users over 10 days, and their sessions."""
+    return list(generate(1500, users=40, days=10))
+
+
+def bounds(since: Optional[str], until: Optional[str]) -> tuple:
+    """A period as `otel-metrics report --since/--until` takes it: (start, end) in unix seconds, or None."""
+    return (parse_bound(since) if since else None, parse_bound(until, end=True) if until else None)
 
 
 def _session(rng: random.Random, start: int, user: Optional[str]) -> Session:

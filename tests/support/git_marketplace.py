@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 from urllib.parse import urlsplit
 
-from claude_cli import REPO, TEST_PLUGIN_DIR
+from support.claude_cli import TEST_PLUGIN_DIR
+from support.paths import REPO
 
 MARKETPLACE_NAME = "otel-metrics"  # .claude-plugin/marketplace.json
 PLUGIN_ID = f"metrics@{MARKETPLACE_NAME}"
