@@ -21,10 +21,12 @@ def test_every_hook_runs_the_one_entry() -> None:
     assert set(commands.values()) == {'sh "${CLAUDE_PLUGIN_ROOT}/scripts/run" hook'}
     hooks = json.loads((PLUGIN / "hooks" / "hooks.json").read_text())["hooks"]
     assert hooks["PreToolUse"][0]["matcher"] == "Skill"
-    # Only SessionStart is async: it records no event, and Claude Code need not wait for it.
+    # Claude Code waits for SessionEnd only: it exits right after, and would kill an async hook
+    # still reading the transcript. The others fire while the session goes on (a command or a
+    # skill is followed by a model request), so their few milliseconds need not be waited for.
     assert {event: bool(entry[0]["hooks"][0].get("async")) for event, entry in hooks.items()} == {
-        "UserPromptExpansion": False,
-        "PreToolUse": False,
+        "UserPromptExpansion": True,
+        "PreToolUse": True,
         "SessionStart": True,
         "SessionEnd": False,
     }
