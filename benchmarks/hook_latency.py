@@ -40,7 +40,7 @@ PYTHON = sys.executable
 HOOK_EVENTS = {
     "slash command": "UserPromptExpansion",
     "skill": "PreToolUse",
-    "SessionStart (async)": "SessionStart",
+    "SessionStart": "SessionStart",
     "SessionEnd (3 MB transcript)": "SessionEnd",
 }
 OURS = {kind: ["/bin/sh", "-c", hook_commands()[event]] for kind, event in HOOK_EVENTS.items()}
@@ -60,7 +60,7 @@ def hook_inputs(transcript: Path) -> Dict[str, bytes]:
     return {
         "slash command": {**common, **command},
         "skill": {**common, "hook_event_name": "PreToolUse", "tool_name": "Skill", "tool_input": {"skill": "pdf:x"}},
-        "SessionStart (async)": {**common, "hook_event_name": "SessionStart", "source": "startup"},
+        "SessionStart": {**common, "hook_event_name": "SessionStart", "source": "startup"},
         "SessionEnd (3 MB transcript)": {**common, "hook_event_name": "SessionEnd", "reason": "other"},
     }  # type: ignore[return-value]
 
