@@ -217,11 +217,14 @@ def _outbox_counts(path: str) -> Tuple[Optional[int], Optional[Tuple[int, int, s
 
 def _spool(state: str) -> Finding:
     names = spool.pending(state)
-    if not names:
+    inputs = spool.hook_inputs(state)  # an exporter turns them into records at once: it did not run
+    if not names and not inputs:
         return Finding(OK, "spool", "nothing waiting")
-    oldest = spool.written_ns(names[0])
+    oldest = spool.written_ns(names[0]) if names else 0
     age = f", the oldest from {_when(oldest / 1e9)}" if oldest else ""
-    return Finding(WARN if len(names) > 20 else OK, "spool", f"{len(names)} record(s) waiting{age}")
+    untaken = f", {len(inputs)} session end(s) no exporter has taken yet" if inputs else ""
+    level = WARN if len(names) > 20 or inputs else OK
+    return Finding(level, "spool", f"{len(names)} record(s) waiting{age}{untaken}")
 
 
 def _exporter(state: str) -> Finding:

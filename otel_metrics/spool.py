@@ -2,6 +2,9 @@
 
 Hooks append (fast path: stdlib only, no `json`); the background exporter,
 the only reader (it holds the exporter lock), lists, reads and removes.
+The plugin's shell entry (plugin/scripts/run) writes a SessionEnd hook's input as
+it came, renamed into place with HOOK_INPUT_SUFFIX, so that Claude Code waits for no
+interpreter; the exporter turns each into a record (hook_input.py) before anything else.
 """
 
 import os
@@ -21,6 +24,8 @@ SUFFIX = ".json"
 # instead of waking one, which would compete with Claude Code's start-up.
 NO_WAKE_SUFFIX = ".nowake.json"
 POKE_FILE = ".poke"
+# A hook's input as Claude Code gave it, written by the shell entry (its name: see plugin/scripts/run).
+HOOK_INPUT_SUFFIX = ".hookinput"
 
 # What a record is, its "record" key: the hooks write the first three, the exporter turns a
 # session end into a ready session record before sending it.
@@ -105,9 +110,34 @@ def pending(state_dir: str) -> "List[str]":
     return sorted(n for n in names if n.endswith(SUFFIX) and not n.startswith("."))
 
 
+def hook_inputs(state_dir: str) -> "List[str]":
+    """Names of the hook inputs the shell entry wrote, oldest first (by the time each was written:
+    a shell has no clock to name them by)."""
+    spool = directory(state_dir)
+    try:
+        names = [n for n in os.listdir(spool) if n.endswith(HOOK_INPUT_SUFFIX) and not n.startswith(".")]
+    except FileNotFoundError:
+        return []
+    dated = []
+    for name in names:
+        try:
+            dated.append((os.stat(os.path.join(spool, name)).st_mtime_ns, name))
+        except FileNotFoundError:
+            pass
+    return [name for _, name in sorted(dated)]
+
+
 def has_work(state_dir: str) -> bool:
     """Whether anything spooled is worth starting an exporter for."""
-    return any(not name.endswith(NO_WAKE_SUFFIX) for name in pending(state_dir))
+    try:
+        names = os.listdir(directory(state_dir))
+    except FileNotFoundError:
+        return False
+    return any(
+        not name.startswith(".")
+        and (name.endswith(HOOK_INPUT_SUFFIX) or (name.endswith(SUFFIX) and not name.endswith(NO_WAKE_SUFFIX)))
+        for name in names
+    )
 
 
 def read(state_dir: str, name: str) -> "Optional[Dict[str, Any]]":
@@ -158,8 +188,15 @@ def set_aside(state_dir: str, name: str, reason: str) -> None:
         os.write(fd, (reason + "\n").encode("utf-8", "replace"))
     finally:
         os.close(fd)
-    kept = sorted(n for n in os.listdir(rejected) if n.endswith(SUFFIX))
-    for old in kept[: max(0, len(kept) - REJECTED_MAX_RECORDS)]:
+    kept = []
+    for kept_name in os.listdir(rejected):
+        if kept_name.endswith(SUFFIX) or kept_name.endswith(HOOK_INPUT_SUFFIX):
+            try:
+                kept.append((os.stat(os.path.join(rejected, kept_name)).st_mtime_ns, kept_name))
+            except FileNotFoundError:
+                pass
+    kept.sort()
+    for _, old in kept[: max(0, len(kept) - REJECTED_MAX_RECORDS)]:
         for path in (os.path.join(rejected, old), os.path.join(rejected, old + ".why")):
             try:
                 os.unlink(path)

@@ -22,7 +22,7 @@ from otel_metrics import schema, spool
 from otel_metrics.backoff import Backoff
 from otel_metrics.exporter.run import DrainSchedule, Exporter
 from otel_metrics.forwarder.decode import sessions_from_traces
-from otel_metrics.hook.main import record_for
+from otel_metrics.hook_input import record_for
 from otel_metrics.model import Session, SessionAggregates
 from otel_metrics.transcript import summarize
 from support.otlp_sink import OtlpSink

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otel_metrics import __version__, config
+from otel_metrics import __version__, config, spool
+from otel_metrics.exporter import hook_inputs
 from otel_metrics.hook import main as hook_main
 from support.plugin_hooks import (
     exporter_lock_held,
@@ -28,6 +29,7 @@ from support.plugin_hooks import (
     skill_input,
     spool_records,
 )
+from support.processes import wait_for
 
 DEAD_COLLECTOR = "http://127.0.0.1:9"
 
@@ -98,6 +100,7 @@ def test_other_tools_record_nothing(state: Path, env: dict) -> None:
 def test_session_end_is_recorded_with_its_reason(state: Path, env: dict, tmp_path: Path) -> None:
     transcript = tmp_path / "t.jsonl"
     assert_silent(run_hook(session_input("SessionEnd", "s-9", transcript, "logout"), env))
+    assert hook_inputs.adopt(str(state)) == 1  # the exporter's part (this test holds its lock)
     [record] = spool_records(state)
     assert record.pop("time_ns") > 0
     assert record == {
@@ -119,6 +122,7 @@ def test_session_end_records_the_sizes_of_the_transcripts_it_ends(state: Path, e
     (subagents / "agent-a1.jsonl").write_bytes(b"y" * 56)
     (subagents / "agent-a1.meta.json").write_bytes(b"{}")  # not a transcript
     assert_silent(run_hook(session_input("SessionEnd", "s-9", transcript), env))
+    hook_inputs.adopt(str(state))
     [record] = spool_records(state)
     assert (record["transcript_bytes"], record["subagent_bytes"]) == (1234, {"agent-a1.jsonl": 56})
 
@@ -127,6 +131,34 @@ def test_session_start_is_recorded(state: Path, env: dict, tmp_path: Path) -> No
     assert_silent(run_hook(session_input("SessionStart", "s-1", tmp_path / "t.jsonl"), env))
     [record] = spool_records(state)
     assert record["record"] == "session_start"
+
+
+def test_session_end_is_spooled_as_it_came_by_the_shell_entry(state: Path, env: dict, tmp_path: Path) -> None:
+    data = json.dumps(session_input("SessionEnd", "s-9", tmp_path / "t.jsonl", "logout")).encode()
+    assert_silent(run_hook(data, env, event="SessionEnd"))
+    [spooled] = (state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX)
+    assert spooled.read_bytes() == data
+    assert spooled.stat().st_mode & 0o077 == 0  # the user's alone
+    assert list(spool_records(state)) == [] and log_lines(state) == []
+    assert spool.has_work(str(state))  # a later hook wakes the exporter for it, should this wake be lost
+
+
+def test_session_end_waits_for_no_interpreter(state: Path, env: dict, tmp_path: Path) -> None:
+    """The interpreter starts in the background: the hook has returned while it is still held up."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    launcher = tmp_path / "python"
+    launcher.write_text(
+        f'#!/bin/sh\n: >"{started}"\nwhile [ ! -e "{release}" ]; do sleep 0.02; done\n'
+        f'exec "{env["CLAUDE_METRICS_PYTHON"]}" "$@"\n'
+    )
+    launcher.chmod(0o755)
+    env["CLAUDE_METRICS_PYTHON"] = str(launcher)
+    assert_silent(run_hook(session_input("SessionEnd", "s-9", None), env))
+    assert not release.exists()
+    wait_for(started.exists, what="the background wake started")
+    release.touch()
+    # The exporter lock is held (by this test): the wake pokes the running exporter instead.
+    wait_for(lambda: spool.last_poke(str(state)), what="the running exporter poked")
 
 
 def test_input_without_session_id_records_nothing_and_says_so(state: Path, env: dict) -> None:
@@ -138,20 +170,23 @@ def test_input_without_session_id_records_nothing_and_says_so(state: Path, env: 
     assert "without session_id" in line
 
 
-def test_disabled_records_nothing(state: Path, env: dict) -> None:
+def test_disabled_records_nothing(state: Path, env: dict, tmp_path: Path) -> None:
     env["CLAUDE_METRICS_DISABLED"] = "1"
     assert_silent(run_hook(prompt_input("/jira:solve"), env))
-    assert list(spool_records(state)) == []
+    assert_silent(run_hook(session_input("SessionEnd", "s-1", tmp_path / "t.jsonl"), env))
+    assert not (state / "spool").exists()
 
 
 def test_verbose_logs_activity(state: Path, env: dict) -> None:
     env["CLAUDE_METRICS_VERBOSE"] = "yes"
     run_hook(prompt_input("/jira:solve SECRET"), env)
     run_hook(prompt_input("plain SECRET"), env)
+    run_hook(session_input("SessionEnd", "s-1", None), env)  # run.py's path, which says what it did
     lines = log_lines(state)
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert "recorded event slash_command jira:solve" in lines[0]
     assert "not an event" in lines[1]
+    assert "recorded session_end" in lines[2]
     assert not any("SECRET" in line for line in lines)
 
 
@@ -180,6 +215,14 @@ def test_bad_input_exits_0_silently_and_logs_one_line(state: Path, env: dict, na
     assert not any("Traceback" in line for line in lines)
 
 
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_session_end_input_is_set_aside_when_adopted(state: Path, env: dict, name: str) -> None:
+    assert_silent(run_hook(BAD_INPUTS[name], env, event="SessionEnd"))
+    hook_inputs.adopt(str(state))
+    assert list(spool_records(state)) == [] and not list((state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX))
+    assert len(list((state / spool.REJECTED_DIR).glob("*" + spool.HOOK_INPUT_SUFFIX))) <= 1
+
+
 def test_ten_megabytes_of_stdin(state: Path, env: dict) -> None:
     result = run_hook(b"x" * (10 * 1024 * 1024), env)
     assert_silent(result)
@@ -206,7 +249,9 @@ def test_state_directory_that_cannot_be_used(tmp_path: Path) -> None:
             result = run_hook(prompt_input(name), env)
             assert_silent(result)
             assert result.stderr == b""
-    assert [r["name"] for r in spool_records(fallback)] == ["jira:solve", "jira:close"]
+        # The shell entry cannot spool SessionEnd there either: run.py records it in the fallback.
+        assert_silent(run_hook(session_input("SessionEnd", "s-1", None), env))
+    assert [r.get("name", r["record"]) for r in spool_records(fallback)] == ["jira:solve", "jira:close", "session_end"]
     [line] = log_lines(fallback)
     assert f"cannot record in {not_a_dir} (Not a directory): recording in {fallback} instead" in line
 
@@ -220,15 +265,17 @@ def test_no_usable_state_directory_at_all_stays_silent(tmp_path: Path) -> None:
     assert result.stderr == b""
 
 
-def test_full_disk(state: Path, env: dict) -> None:
+@pytest.mark.parametrize("event", ["UserPromptExpansion", "SessionEnd"])
+def test_full_disk(state: Path, env: dict, event: str) -> None:
     import subprocess
 
     def no_room() -> None:  # writes fail with EFBIG, as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
 
+    hook_input = prompt_input("/jira:solve") if event == "UserPromptExpansion" else session_input(event, "s-1", None)
     result = subprocess.run(
-        ["/bin/sh", "-c", hook_commands()["UserPromptExpansion"]],
-        input=json.dumps(prompt_input("/jira:solve")).encode(),
+        ["/bin/sh", "-c", hook_commands()[event]],
+        input=json.dumps(hook_input).encode(),
         capture_output=True,
         env=env,
         preexec_fn=no_room,
@@ -236,6 +283,7 @@ def test_full_disk(state: Path, env: dict) -> None:
     )
     assert_silent(result)
     assert list(spool_records(state)) == []
+    assert not list((state / "spool").glob("*.hookinput"))
     assert not list((state / "spool").glob(".*.tmp"))  # no half-written record left behind
 
 
@@ -313,5 +361,6 @@ def test_field_bounds(state: Path, env: dict, tmp_path: Path) -> None:
     end = session_input("SessionEnd", "s-1", None, reason="r" * 33)
     end["transcript_path"] = "/" + "p" * 5000
     assert_silent(run_hook(end, env))
+    hook_inputs.adopt(str(state))
     [record] = spool_records(state)
     assert (record["reason"], record["transcript_path"]) == (None, None)

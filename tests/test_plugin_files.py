@@ -18,6 +18,8 @@ def test_every_hook_runs_the_one_entry() -> None:
     commands = hook_commands()
     # UserPromptExpansion fires for typed commands only: plain prompts start nothing.
     assert set(commands) == {"UserPromptExpansion", "PreToolUse", "SessionStart", "SessionEnd"}
+    # SessionEnd, the one Claude Code waits for, is spooled by the shell entry itself (no interpreter).
+    assert commands.pop("SessionEnd") == 'sh "${CLAUDE_PLUGIN_ROOT}/scripts/run" session-end'
     assert set(commands.values()) == {'sh "${CLAUDE_PLUGIN_ROOT}/scripts/run" hook'}
     hooks = json.loads((PLUGIN / "hooks" / "hooks.json").read_text())["hooks"]
     assert hooks["PreToolUse"][0]["matcher"] == "Skill"

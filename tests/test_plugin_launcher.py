@@ -177,3 +177,14 @@ def _dead_letters(outbox: Path) -> int:
             return int(db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
         except sqlite3.Error:
             return 0
+
+
+def test_doctor_says_when_a_session_end_waits_for_an_exporter(state: Path) -> None:
+    """scripts/run spooled a SessionEnd whose background wake never ran (killed with its machine, say)."""
+    env = plain_env(state)
+    env["CLAUDE_METRICS_PYTHON"] = sys.executable
+    (state / "spool").mkdir()
+    (state / "spool" / "session-end-7.hookinput").write_text("{}")
+    out = subprocess.run(["sh", str(RUN), "doctor"], env=env, capture_output=True, text=True, timeout=60)
+    [line] = [line for line in out.stdout.splitlines() if "spool:" in line]
+    assert line == "warn  spool: 0 record(s) waiting, 1 session end(s) no exporter has taken yet"

@@ -56,6 +56,16 @@ def test_records_that_wake_no_exporter_wait_for_one(state: Path) -> None:
     assert spool.has_work(str(state))
 
 
+def test_a_hook_input_the_shell_spooled_is_work_but_no_record(state: Path) -> None:
+    spool.append(str(state), {"record": spool.SESSION_START, "session_id": "s1"}, wake=False)
+    (state / spool.SPOOL_DIR / ".session-end-7.tmp").write_text("{")  # still being written: nothing yet
+    assert not spool.has_work(str(state)) and spool.hook_inputs(str(state)) == []
+    (state / spool.SPOOL_DIR / "session-end-7.hookinput").write_text("{}")
+    assert spool.has_work(str(state))
+    assert spool.hook_inputs(str(state)) == ["session-end-7.hookinput"]
+    assert all(name.endswith(spool.NO_WAKE_SUFFIX) for name in spool.pending(str(state)))
+
+
 def test_a_record_that_is_gone_or_not_a_json_object_reads_as_none(state: Path) -> None:
     name = spool.append(str(state), RECORD)
     for text in ("{not json", "[1, 2]", '"a string"'):

@@ -13,7 +13,7 @@ from .. import bootstrap, config, lock, spool
 from ..backoff import Backoff
 from ..identity import anonymous_id
 from ..model import Event, Session
-from . import HOOKS_QUIET_SECONDS, LONGEST_DEFERRAL_SECONDS, interpreter, local_forwarder, records
+from . import HOOKS_QUIET_SECONDS, LONGEST_DEFERRAL_SECONDS, hook_inputs, interpreter, local_forwarder, records
 from .registry import SessionRegistry
 from .sessions import SessionReports
 
@@ -211,6 +211,7 @@ class Exporter:
         known: Set[str] = set()
         while True:
             now = time.monotonic()
+            hook_inputs.adopt(self.state)
             names = spool.pending(self.state)
             poked = watch.poked()
             changed = watch.changed_settings() if poked else None
@@ -235,7 +236,7 @@ class Exporter:
                 lock.release(lock_fd)
                 # A hook that wrote just before the release saw the lock held and left
                 # its record to us: look once more, and stay if we can keep the lock.
-                if not spool.pending(self.state):
+                if not spool.pending(self.state) and not spool.hook_inputs(self.state):
                     return None
                 kept = lock.try_acquire(self.state)
                 if kept is None:

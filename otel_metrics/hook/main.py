@@ -1,4 +1,5 @@
-"""Hook entry point: stdin JSON -> decision -> spool record -> wake the exporter.
+"""Hook entry point: stdin JSON -> decision -> spool record -> wake the exporter; and the
+wake alone, for a hook input scripts/run spooled itself (SessionEnd).
 
 Runs inside the user's Claude Code session: prints nothing on stdout, exits 0
 whatever happens, and leaves everything slow (the OTel SDK, transcript parsing,
@@ -9,20 +10,13 @@ import os
 import sys
 import time
 
-from .. import __version__, config, events, fastjson, limits, lock, spool
+from .. import config, hook_input, lock, spool
 
 TYPE_CHECKING = False  # typing imports `re`; the hook's fast path must not pay for it
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO, Dict, Mapping, Optional
+    from typing import Any, BinaryIO, Dict, Mapping
 
-MAX_INPUT_BYTES = limits.PROMPT_LENGTH_MAX  # a prompt's length is bounded by what is read
-MAX_PATH_CHARS = 4096  # a transcript path beyond this is no path Claude Code wrote
 FALLBACK_NOTE = ".recorded-here-instead"  # in the fallback directory: its log line was written
-SESSION_HOOKS = ("SessionStart", "SessionEnd")
-
-
-class BadInput(Exception):
-    """Hook input we cannot use; its message goes to the log as one line."""
 
 
 def main() -> None:
@@ -35,6 +29,28 @@ def main() -> None:
     os._exit(0)
 
 
+def wake() -> None:
+    """Entry for scripts/run's background start, once it has spooled a hook's input itself: start
+    the exporter unless one runs. Never raises, always exits 0."""
+    try:
+        _leave_claude_codes_session()
+        os.umask(0o077)
+        state = config.state_dir(os.environ)
+        if spool.has_work(state):
+            wake_exporter(state)
+    except BaseException:  # noqa: B036 - a hook must exit 0 whatever happens
+        pass
+    os._exit(0)
+
+
+def _leave_claude_codes_session() -> None:
+    """Claude Code's session is ending: nothing done to its process group must reach this process."""
+    try:
+        os.setsid()
+    except (AttributeError, OSError):  # no sessions (Windows), or already a group's leader
+        pass
+
+
 def handle(stdin: "BinaryIO", env: "Mapping[str, str]") -> None:
     """Process one hook invocation; every problem ends in at most one log line."""
     fired_ns = time.time_ns()
@@ -44,16 +60,15 @@ def handle(stdin: "BinaryIO", env: "Mapping[str, str]") -> None:
     state = config.state_dir(env)
     verbose = config.verbose(env)
     try:
-        hook_input = read_input(stdin)
-        record = record_for(hook_input, fired_ns)
-        # A session's start is no export of its own: its record waits for one.
-        wake = record is not None and record["record"] != spool.SESSION_START
+        received = hook_input.read(stdin)
+        record = hook_input.record_for(received, fired_ns)
+        wake = record is not None and hook_input.wakes(record)
         if record is not None:
             state = record_where_possible(state, record, wake, env)
             if verbose:
                 log(state, f"recorded {record['record']} {record.get('kind', '')} {record.get('name', '')}".rstrip())
         elif verbose:
-            log(state, f"{hook_input.get('hook_event_name', 'hook')}: not an event, nothing to send")
+            log(state, f"{received.get('hook_event_name', 'hook')}: not an event, nothing to send")
         # A record just written is work; otherwise look whether anything waits.
         if wake or spool.has_work(state):
             wake_exporter(state)
@@ -61,7 +76,7 @@ def handle(stdin: "BinaryIO", env: "Mapping[str, str]") -> None:
             fallback = config.fallback_state_dir(env)
             if fallback != state and spool.has_work(fallback):
                 wake_exporter(fallback)
-    except BadInput as problem:
+    except hook_input.BadInput as problem:
         log(state, str(problem))
     except OSError as problem:
         log(state, f"cannot record in {state}: {problem.strerror or problem}")
@@ -98,74 +113,6 @@ def _copy_anonymous_id(state: str, fallback: str) -> None:
         os.write(fd, value)
     finally:
         os.close(fd)
-
-
-def read_input(stdin: "BinaryIO") -> "Dict[str, Any]":
-    raw = stdin.read(MAX_INPUT_BYTES + 1)
-    if len(raw) > MAX_INPUT_BYTES:
-        raise BadInput(f"hook input over {MAX_INPUT_BYTES} bytes: ignored")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise BadInput(f"hook input is not UTF-8 (byte {error.start}): ignored") from None
-    try:
-        hook_input = fastjson.loads(text)
-    except ValueError as error:
-        raise BadInput(f"hook input is not JSON ({error}): ignored") from None
-    if not isinstance(hook_input, dict):
-        raise BadInput(f"hook input is a JSON {type(hook_input).__name__}, not an object: ignored")
-    return hook_input
-
-
-def record_for(hook_input: "Mapping[str, Any]", fired_ns: int) -> "Optional[Dict[str, Any]]":
-    """The spool record for this hook input, or None when there is nothing to send."""
-    hook_event = hook_input.get("hook_event_name")
-    if hook_event in SESSION_HOOKS:
-        decision = None
-    else:
-        decision = events.classify(hook_input)
-        if decision is None:
-            return None
-    session_id = hook_input.get("session_id")
-    if not isinstance(session_id, str) or not session_id:
-        raise BadInput(f"{hook_event or 'hook'} input without session_id: nothing sent")
-    if len(session_id) > limits.SESSION_ID_MAX_CHARS or not limits.SESSION_ID_CHARACTERS.issuperset(session_id):
-        # Claude Code's are UUIDs: anything else would be refused downstream, and must not clog the spool.
-        raise BadInput(f"{hook_event or 'hook'} input with an unusable session_id ({len(session_id)} characters)")
-    transcript = hook_input.get("transcript_path")
-    transcript = transcript if isinstance(transcript, str) and 0 < len(transcript) <= MAX_PATH_CHARS else None
-    if hook_event == "SessionStart":
-        return {"record": spool.SESSION_START, "session_id": session_id, "transcript_path": transcript}
-    if hook_event == "SessionEnd":
-        from ..transcript_files import sizes
-
-        reason = hook_input.get("reason")
-        # What this run wrote ends here: a resume started before the exporter reads belongs to the next report.
-        transcript_bytes, subagent_bytes = sizes(transcript) if transcript else (None, {})
-        return {
-            "record": spool.SESSION_END,
-            "session_id": session_id,
-            "transcript_path": transcript,
-            # A longer reason is not an identifier: the payload would say "other" (limits.EXIT_REASON_MAX_CHARS).
-            "reason": reason if isinstance(reason, str) and len(reason) <= limits.EXIT_REASON_MAX_CHARS else None,
-            "time_ns": fired_ns,
-            "transcript_bytes": transcript_bytes,
-            "subagent_bytes": subagent_bytes,
-        }
-    if decision is None:  # an event hook that is no event returned above; a session hook never gets here
-        return None
-    kind, name, prompt_length = decision
-    return {
-        "record": spool.EVENT,
-        "kind": kind,
-        "name": name,
-        "prompt_length": prompt_length,
-        "session_id": session_id,
-        "timestamp": fired_ns // 1_000_000_000,
-        "version": __version__,
-        "os": config.os_name(),
-        "transcript_path": transcript,
-    }
 
 
 def wake_exporter(state: str) -> None:

@@ -1,5 +1,6 @@
-"""The metrics plugin's Python entry: `run.py hook` (stdin JSON -> one spool record -> the
-background exporter) or `run.py doctor` (what works, what does not, and the fix).
+"""The metrics plugin's Python entry: `run.py hook` or `run.py session-end` (stdin JSON -> one
+spool record -> the background exporter), `run.py wake` (the background exporter, for what
+scripts/run spooled itself) or `run.py doctor` (what works, what does not, and the fix).
 
 Started by scripts/run with -S (no site-packages: both are stdlib only). The package is
 the plugin's own copy, first on sys.path, so no other `otel_metrics` can shadow it.
@@ -39,6 +40,8 @@ sys.path.insert(0, PLUGIN_ROOT)
 try:
     if DOCTOR:
         from otel_metrics.doctor import main
+    elif sys.argv[1:2] == ["wake"]:
+        from otel_metrics.hook.main import wake as main
     else:
         from otel_metrics.hook.main import main
 except ImportError as error:  # a damaged plugin copy: say so, stay silent on stdout

@@ -1,0 +1,87 @@
+"""exporter/hook_inputs.py: the hook inputs scripts/run spooled as they came become records, once each."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from otel_metrics import spool
+from otel_metrics.exporter import hook_inputs
+from support.plugin_hooks import session_input, spool_records
+
+
+def spool_input(state: Path, tag: str, hook_input: dict, written_ns: int) -> Path:
+    """What scripts/run leaves: the input's bytes under <tag>.hookinput, dated when it was written."""
+    directory = state / spool.SPOOL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (tag + spool.HOOK_INPUT_SUFFIX)
+    path.write_text(json.dumps(hook_input))
+    os.utime(path, ns=(written_ns, written_ns))
+    return path
+
+
+def test_a_session_end_becomes_its_record_dated_when_it_was_written(state: Path, tmp_path: Path) -> None:
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_bytes(b"x" * 10)
+    written_ns = 1_700_000_000 * 10**9
+    spool_input(state, "session-end-41", session_input("SessionEnd", "s-1", transcript, "logout"), written_ns)
+    assert hook_inputs.adopt(str(state)) == 1
+    assert spool.hook_inputs(str(state)) == []
+    assert spool.pending(str(state)) == [spool.record_name(written_ns, "session-end-41") + spool.SUFFIX]
+    [record] = spool_records(state)
+    assert record == {
+        "record": "session_end",
+        "session_id": "s-1",
+        "transcript_path": str(transcript),
+        "reason": "logout",
+        "time_ns": written_ns,
+        "transcript_bytes": 10,
+        "subagent_bytes": {},
+    }
+
+
+def test_inputs_are_taken_in_the_order_they_were_written(state: Path) -> None:
+    # Names from process ids say nothing of the order: the time each was written does.
+    spool_input(state, "session-end-9", session_input("SessionEnd", "later", None), 2 * 10**18)
+    spool_input(state, "session-end-10", session_input("SessionEnd", "earlier", None), 1 * 10**18)
+    assert spool.hook_inputs(str(state)) == ["session-end-10.hookinput", "session-end-9.hookinput"]
+    hook_inputs.adopt(str(state))
+    assert [r["session_id"] for r in spool_records(state)] == ["earlier", "later"]
+
+
+def test_adopted_again_after_a_crash_it_is_still_one_record(state: Path) -> None:
+    """Killed between writing the record and removing the input: the next exporter writes the same record."""
+    path = spool_input(state, "session-end-7", session_input("SessionEnd", "s-1", None), 10**18)
+    kept = path.with_name("kept")
+    shutil.copy2(path, kept)
+    hook_inputs.adopt(str(state))
+    os.replace(kept, path)
+    hook_inputs.adopt(str(state))
+    assert [r["session_id"] for r in spool_records(state)] == ["s-1"]
+
+
+def test_a_session_start_waits_for_an_export_of_its_own(state: Path) -> None:
+    spool_input(state, "session-start-3", session_input("SessionStart", "s-1", None), 10**18)
+    hook_inputs.adopt(str(state))
+    [name] = spool.pending(str(state))
+    assert name.endswith(spool.NO_WAKE_SUFFIX) and not spool.has_work(str(state))
+
+
+def test_input_that_is_no_event_leaves_nothing(state: Path) -> None:
+    spool_input(state, "session-end-5", {**session_input("SessionEnd", "s-1", None), "hook_event_name": "Stop"}, 10**18)
+    assert hook_inputs.adopt(str(state)) == 1
+    assert spool.pending(str(state)) == [] and spool.hook_inputs(str(state)) == []
+    assert not (state / spool.REJECTED_DIR).exists()
+
+
+def test_bad_input_is_set_aside_with_its_reason(state: Path, caplog) -> None:
+    path = spool_input(state, "session-end-6", {}, 10**18)
+    path.write_bytes(b'{"session_id": "s-1", "hook_event_name": "SessionE')
+    hook_inputs.adopt(str(state))
+    assert spool.pending(str(state)) == [] and spool.hook_inputs(str(state)) == []
+    why = (state / spool.REJECTED_DIR / "session-end-6.hookinput.why").read_text()
+    assert "hook input is not JSON" in why
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "hook input is not JSON" in message and "set aside" in message
