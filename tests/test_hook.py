@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import resource
 import tempfile
 import time
@@ -218,6 +219,8 @@ def test_bad_input_exits_0_silently_and_logs_one_line(state: Path, env: dict, na
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
 def test_bad_session_end_input_is_set_aside_when_adopted(state: Path, env: dict, name: str) -> None:
     assert_silent(run_hook(BAD_INPUTS[name], env, event="SessionEnd"))
+    for path in (state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX):  # long enough ago to be written whole
+        os.utime(path, ns=(10**18, 10**18))
     hook_inputs.adopt(str(state))
     assert list(spool_records(state)) == [] and not list((state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX))
     assert len(list((state / spool.REJECTED_DIR).glob("*" + spool.HOOK_INPUT_SUFFIX))) <= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from otel_metrics import spool
@@ -76,9 +77,20 @@ def test_input_that_is_no_event_leaves_nothing(state: Path) -> None:
     assert not (state / spool.REJECTED_DIR).exists()
 
 
+def test_input_that_does_not_parse_yet_may_be_being_written(state: Path) -> None:
+    path = spool_input(state, "session-end-8", {}, time.time_ns())
+    path.write_bytes(b'{"session_id": "s-1", "hook_e')  # the shell's printf has not finished
+    assert hook_inputs.adopt(str(state)) == 0
+    assert spool.hook_inputs(str(state)) == ["session-end-8.hookinput"] and not (state / spool.REJECTED_DIR).exists()
+    path.write_text(json.dumps(session_input("SessionEnd", "s-1", None)))
+    assert hook_inputs.adopt(str(state)) == 1
+    assert [r["session_id"] for r in spool_records(state)] == ["s-1"]
+
+
 def test_bad_input_is_set_aside_with_its_reason(state: Path, caplog) -> None:
     path = spool_input(state, "session-end-6", {}, 10**18)
     path.write_bytes(b'{"session_id": "s-1", "hook_event_name": "SessionE')
+    os.utime(path, ns=(10**18, 10**18))  # long enough ago to have been written whole
     hook_inputs.adopt(str(state))
     assert spool.pending(str(state)) == [] and spool.hook_inputs(str(state)) == []
     why = (state / spool.REJECTED_DIR / "session-end-6.hookinput.why").read_text()

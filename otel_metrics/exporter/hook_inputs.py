@@ -3,17 +3,22 @@
 At once rather than with the next drain: a SessionEnd record notes how far its transcript
 reached when the session ended (a resume started later belongs to the next report).
 Written whole under a name made from the input's (its time, its tag), so adopting the same
-input again after a crash overwrites the same record: nothing is counted twice.
+input again after a crash overwrites the same record: nothing is counted twice. The shell
+writes an input in place (no interpreter, so no rename): one that does not parse yet may be
+being written, and is set aside as bad only once WRITING_SECONDS have passed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 from .. import hook_input, spool
 
 log = logging.getLogger("otel_metrics.exporter")
+
+WRITING_SECONDS = 5.0  # far beyond one printf of a few hundred bytes
 
 
 def adopt(state: str) -> int:
@@ -28,6 +33,8 @@ def adopt(state: str) -> int:
         except FileNotFoundError:
             continue
         except hook_input.BadInput as problem:
+            if time.time_ns() - fired_ns < WRITING_SECONDS * 1e9:
+                continue
             spool.set_aside(state, name, str(problem))
             log.error("%s (set aside in %s)", problem, os.path.join(state, spool.REJECTED_DIR))
             continue
