@@ -19,7 +19,9 @@ PATH's python3 is (a) a venv's interpreter with nothing installed, or (b) a slow
 standing in for a pyenv/asdf shim: a shell script that sleeps 100 ms, then execs it. Collector
 states: up (the embedded default: the plugin's own forwarder posts to a live reference
 endpoint), down (an OTLP endpoint nobody listens on), slow (an OTLP endpoint answering after
---slow-seconds). Runs alternate without/floor/with; ratios are medians over the median without.
+--slow-seconds). Each round runs the three variants, in a rotating order; a ratio is the median
+over the rounds of a session's time over the same round's time without the plugin (paired: the
+machine's drift between rounds cancels), with a 95 % bootstrap interval.
 Each run starts once the plugin's background processes have gone quiet (their CPU time per
 session is reported apart).
 
@@ -33,6 +35,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -41,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' support package
 
@@ -119,8 +122,20 @@ class Cell:
     def median(self, variant: str) -> float:
         return statistics.median(self.walls[variant])
 
+    def ratios(self, variant: str) -> List[float]:
+        """Each round's session over the same round's session without the plugin: paired, so the
+        machine's drift between rounds cancels."""
+        return [wall / without for wall, without in zip(self.walls[variant], self.walls["without"])]
+
     def ratio(self, variant: str) -> float:
-        return self.median(variant) / self.median("without")
+        return statistics.median(self.ratios(variant))
+
+    def interval(self, variant: str, resamples: int = 2000) -> Tuple[float, float]:
+        """A 95 % bootstrap interval of the median paired ratio: how far the benchmark's noise reaches."""
+        rng = random.Random(1)
+        ratios = self.ratios(variant)
+        medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+        return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 class Machine:
@@ -242,7 +257,8 @@ def measure(machine: Machine, session: str, python: str, state: str, runs: int, 
     with FakeMessagesAPI(script()) as api, collector(state, workdir, slow) as settings:
         env = machine.env(api.base_url, machine.pythons[python], settings)
         for index in range(warmup + runs):
-            for variant in VARIANTS:
+            # Each round in another order: no variant always follows the same one.
+            for variant in VARIANTS[index % 3 :] + VARIANTS[: index % 3]:
                 cpu.settle()
                 wall = run_session(session, variant, env, machine)
                 background = cpu.take() + cpu.settle()
@@ -256,22 +272,25 @@ def measure(machine: Machine, session: str, python: str, state: str, runs: int, 
 
 def table(cells: Dict[tuple, Cell], runs: int, slow_seconds: float) -> str:
     lines = [
-        "| session | python3 on PATH | collector | without plugin | floor (`true` hooks) | with plugin "
+        "| session | python3 on PATH | collector | without plugin (median) | floor (`true` hooks) | with plugin "
         "| background CPU per session |",
         "|---|---|---|---|---|---|---|",
     ]
     for (session, python, state), cell in cells.items():
         label = f"slow ({slow_seconds:g} s)" if state == "slow" else state
+        floor_low, floor_high = cell.interval("floor")
+        with_low, with_high = cell.interval("with")
         lines.append(
             f"| {session} | {python} | {label} | {cell.median('without'):.3f} s "
-            f"| {cell.median('floor'):.3f} s ({cell.ratio('floor'):.3f}x) "
-            f"| {cell.median('with'):.3f} s (**{cell.ratio('with'):.3f}x**) "
+            f"| {cell.ratio('floor'):.3f}x ({floor_low:.3f}-{floor_high:.3f}) "
+            f"| **{cell.ratio('with'):.3f}x** ({with_low:.3f}-{with_high:.3f}) "
             f"| {1000 * statistics.mean(cell.background_cpu):.0f} ms |"
         )
     lines.append(
         f"\n{time.strftime('%Y-%m-%d')}, Claude Code {CLAUDE_CODE_VERSION}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}; medians of {runs} alternating runs "
-        "per variant; ratios to the median without the plugin."
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; {runs} rounds per cell, each running the "
+        "three variants in a rotating order; a ratio is the median over the rounds of the session's time over "
+        "the same round's session without the plugin, with its 95 % bootstrap interval."
     )
     return "\n".join(lines)
 
