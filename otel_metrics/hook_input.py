@@ -1,16 +1,24 @@
 """Hook input -> spool record: what one Claude Code hook invocation is worth recording.
 
-The hook entry (hook/main.py) applies it to stdin at once; the exporter applies it to the
-inputs the plugin's shell entry wrote as they came (spool.HOOK_INPUT_SUFFIX), so that
-Claude Code waits for no interpreter at SessionEnd. Stdlib only: it runs on the hooks'
-fast path.
+The hook entry (hook/main.py) applies it to stdin at once. The plugin's shell entry writes
+a SessionEnd's input into the spool as it came (spool.HOOK_INPUT_SUFFIX), so that Claude
+Code waits for no interpreter; `adopt` turns such inputs into records: the wake that shell
+starts in the background does so at once (a SessionEnd record notes how far its transcript
+reached when the session ended: a resume started later belongs to the next report), the
+exporter for any a lost wake left. Stdlib only: it runs on the hooks' fast path.
 """
 
-from . import __version__, config, events, fastjson, limits, spool
+import os
+import time
+
+from . import __version__, config, events, fastjson, limits, lock, spool
 
 TYPE_CHECKING = False  # typing imports `re`; the hook's fast path must not pay for it
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO, Dict, Mapping, Optional
+    from typing import Any, BinaryIO, Dict, List, Mapping, Optional
+
+ADOPT_LOCK_FILE = ".adopt.lock"  # in the spool: one adopter at a time, so each input becomes one record
+WRITING_SECONDS = 5.0  # an input that does not parse yet may be being written: far beyond one printf
 
 MAX_INPUT_BYTES = limits.PROMPT_LENGTH_MAX  # a prompt's length is bounded by what is read
 MAX_PATH_CHARS = 4096  # a transcript path beyond this is no path Claude Code wrote
@@ -93,3 +101,50 @@ def record_for(hook_input: "Mapping[str, Any]", fired_ns: int) -> "Optional[Dict
 def wakes(record: "Mapping[str, Any]") -> bool:
     """Whether a record calls for an export: a session's start is none of its own, it waits for one."""
     return bool(record["record"] != spool.SESSION_START)
+
+
+def adopt(state: str, wait_seconds: float = 0.0) -> "Optional[List[str]]":
+    """Turn every hook input in the spool into its record, or set it aside; return what was wrong
+    with the inputs set aside (for the caller's log), or None when another adopter held the lock
+    for longer than wait_seconds (it takes them).
+
+    Under the lock, an input is read, its record written whole under a name made from the input's
+    (its time, its tag) and only then removed: adopted again after a crash, it overwrites the same
+    record, so nothing is counted twice. The shell writes an input in place (no rename): one that
+    does not parse yet may be being written, and is set aside only once WRITING_SECONDS have passed.
+    """
+    directory = spool.directory(state)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fd = lock.try_lock(os.path.join(directory, ADOPT_LOCK_FILE))
+        except FileNotFoundError:
+            return []  # no spool: nothing to adopt
+        if fd is not None:
+            break
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+    problems = []
+    try:
+        for name in spool.hook_inputs(state):
+            try:
+                with open(os.path.join(directory, name), "rb") as stream:
+                    fired_ns = os.fstat(stream.fileno()).st_mtime_ns
+                    record = record_for(read(stream), fired_ns)
+            except FileNotFoundError:
+                continue
+            except BadInput as problem:
+                if time.time_ns() - fired_ns < WRITING_SECONDS * 1e9:
+                    continue
+                spool.set_aside(state, name, str(problem))
+                problems.append(f"{problem} (set aside in {os.path.join(state, spool.REJECTED_DIR)})")
+                continue
+            if record is not None:
+                suffix = spool.SUFFIX if wakes(record) else spool.NO_WAKE_SUFFIX
+                tag = name[: -len(spool.HOOK_INPUT_SUFFIX)]
+                spool.write(state, spool.record_name(fired_ns, tag) + suffix, record)
+            spool.remove(state, name)
+    finally:
+        lock.release(fd)
+    return problems

@@ -3,8 +3,8 @@
 Hooks append (fast path: stdlib only, no `json`); the background exporter,
 the only reader (it holds the exporter lock), lists, reads and removes.
 The plugin's shell entry (plugin/scripts/run) writes a SessionEnd hook's input as
-it came, with HOOK_INPUT_SUFFIX, so that Claude Code waits for no interpreter; the
-exporter turns each into a record (exporter/hook_inputs.py) before anything else.
+it came, with HOOK_INPUT_SUFFIX, so that Claude Code waits for no interpreter;
+hook_input.adopt turns each into a record.
 """
 
 import os

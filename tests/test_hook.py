@@ -10,14 +10,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otel_metrics import __version__, config, spool
-from otel_metrics.exporter import hook_inputs
+from otel_metrics import __version__, config, hook_input, spool
 from otel_metrics.hook import main as hook_main
 from support.plugin_hooks import (
     exporter_lock_held,
@@ -101,8 +100,7 @@ def test_other_tools_record_nothing(state: Path, env: dict) -> None:
 def test_session_end_is_recorded_with_its_reason(state: Path, env: dict, tmp_path: Path) -> None:
     transcript = tmp_path / "t.jsonl"
     assert_silent(run_hook(session_input("SessionEnd", "s-9", transcript, "logout"), env))
-    assert hook_inputs.adopt(str(state)) == 1  # the exporter's part (this test holds its lock)
-    [record] = spool_records(state)
+    [record] = wait_for(lambda: list(spool_records(state)), what="the background wake adopted the input")
     assert record.pop("time_ns") > 0
     assert record == {
         "record": "session_end",
@@ -123,8 +121,7 @@ def test_session_end_records_the_sizes_of_the_transcripts_it_ends(state: Path, e
     (subagents / "agent-a1.jsonl").write_bytes(b"y" * 56)
     (subagents / "agent-a1.meta.json").write_bytes(b"{}")  # not a transcript
     assert_silent(run_hook(session_input("SessionEnd", "s-9", transcript), env))
-    hook_inputs.adopt(str(state))
-    [record] = spool_records(state)
+    [record] = wait_for(lambda: list(spool_records(state)), what="the background wake adopted the input")
     assert (record["transcript_bytes"], record["subagent_bytes"]) == (1234, {"agent-a1.jsonl": 56})
 
 
@@ -134,18 +131,14 @@ def test_session_start_is_recorded(state: Path, env: dict, tmp_path: Path) -> No
     assert record["record"] == "session_start"
 
 
-def test_session_end_is_spooled_as_it_came_by_the_shell_entry(state: Path, env: dict, tmp_path: Path) -> None:
-    data = json.dumps(session_input("SessionEnd", "s-9", tmp_path / "t.jsonl", "logout")).encode()
-    assert_silent(run_hook(data, env, event="SessionEnd"))
-    [spooled] = (state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX)
-    assert spooled.read_bytes() == data
-    assert spooled.stat().st_mode & 0o077 == 0  # the user's alone
-    assert list(spool_records(state)) == [] and log_lines(state) == []
-    assert spool.has_work(str(state))  # a later hook wakes the exporter for it, should this wake be lost
+class HeldWake(NamedTuple):
+    started: Path  # exists once scripts/run started its background interpreter
+    release: Callable[[], None]
 
 
-def test_session_end_waits_for_no_interpreter(state: Path, env: dict, tmp_path: Path) -> None:
-    """The interpreter starts in the background: the hook has returned while it is still held up."""
+@pytest.fixture
+def held_wake(env: dict, tmp_path: Path) -> Iterator[HeldWake]:
+    """The hooks' interpreter held up until released: what the shell path does before any interpreter runs."""
     started, release = tmp_path / "started", tmp_path / "release"
     launcher = tmp_path / "python"
     launcher.write_text(
@@ -154,10 +147,25 @@ def test_session_end_waits_for_no_interpreter(state: Path, env: dict, tmp_path: 
     )
     launcher.chmod(0o755)
     env["CLAUDE_METRICS_PYTHON"] = str(launcher)
-    assert_silent(run_hook(session_input("SessionEnd", "s-9", None), env))
-    assert not release.exists()
-    wait_for(started.exists, what="the background wake started")
+    yield HeldWake(started, release.touch)
     release.touch()
+
+
+def test_session_end_waits_for_no_interpreter(state: Path, env: dict, held_wake: HeldWake, tmp_path: Path) -> None:
+    """The hook has returned while its interpreter is still held up: the input is in the spool as it came,
+    and the interpreter started in the background turns it into its record."""
+    data = json.dumps(session_input("SessionEnd", "s-9", tmp_path / "t.jsonl", "logout")).encode()
+    assert_silent(run_hook(data, env, event="SessionEnd"))
+    wait_for(held_wake.started.exists, what="the background wake started")
+    [spooled] = (state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX)
+    assert spooled.read_bytes() == data
+    assert spooled.stat().st_mode & 0o077 == 0  # the user's alone
+    assert list(spool_records(state)) == [] and log_lines(state) == []
+    assert spool.has_work(str(state))  # a later hook wakes an exporter for it, should this wake be lost
+    held_wake.release()
+    [record] = wait_for(lambda: list(spool_records(state)), what="the background wake adopted the input")
+    assert (record["record"], record["session_id"]) == ("session_end", "s-9")
+    assert not list((state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX))
     # The exporter lock is held (by this test): the wake pokes the running exporter instead.
     wait_for(lambda: spool.last_poke(str(state)), what="the running exporter poked")
 
@@ -217,11 +225,13 @@ def test_bad_input_exits_0_silently_and_logs_one_line(state: Path, env: dict, na
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
-def test_bad_session_end_input_is_set_aside_when_adopted(state: Path, env: dict, name: str) -> None:
+def test_bad_session_end_input_is_set_aside_when_adopted(
+    state: Path, env: dict, held_wake: HeldWake, name: str
+) -> None:
     assert_silent(run_hook(BAD_INPUTS[name], env, event="SessionEnd"))
     for path in (state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX):  # long enough ago to be written whole
         os.utime(path, ns=(10**18, 10**18))
-    hook_inputs.adopt(str(state))
+    assert len(hook_input.adopt(str(state)) or ["held"]) <= 1
     assert list(spool_records(state)) == [] and not list((state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX))
     assert len(list((state / spool.REJECTED_DIR).glob("*" + spool.HOOK_INPUT_SUFFIX))) <= 1
 
@@ -364,6 +374,5 @@ def test_field_bounds(state: Path, env: dict, tmp_path: Path) -> None:
     end = session_input("SessionEnd", "s-1", None, reason="r" * 33)
     end["transcript_path"] = "/" + "p" * 5000
     assert_silent(run_hook(end, env))
-    hook_inputs.adopt(str(state))
-    [record] = spool_records(state)
+    [record] = wait_for(lambda: list(spool_records(state)), what="the background wake adopted the input")
     assert (record["reason"], record["transcript_path"]) == (None, None)

@@ -9,11 +9,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional, Set, Tuple
 
-from .. import bootstrap, config, lock, spool
+from .. import bootstrap, config, hook_input, lock, spool
 from ..backoff import Backoff
 from ..identity import anonymous_id
 from ..model import Event, Session
-from . import HOOKS_QUIET_SECONDS, LONGEST_DEFERRAL_SECONDS, hook_inputs, interpreter, local_forwarder, records
+from . import HOOKS_QUIET_SECONDS, LONGEST_DEFERRAL_SECONDS, interpreter, local_forwarder, records
 from .registry import SessionRegistry
 from .sessions import SessionReports
 
@@ -211,7 +211,10 @@ class Exporter:
         known: Set[str] = set()
         while True:
             now = time.monotonic()
-            hook_inputs.adopt(self.state)
+            for problem in (
+                hook_input.adopt(self.state) or ()
+            ):  # what a lost wake left: its hook's wake takes it at once
+                log.error("%s", problem)
             names = spool.pending(self.state)
             poked = watch.poked()
             changed = watch.changed_settings() if poked else None

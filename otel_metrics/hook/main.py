@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO, Dict, Mapping
 
 FALLBACK_NOTE = ".recorded-here-instead"  # in the fallback directory: its log line was written
+ADOPT_WAIT_SECONDS = 5.0  # another wake adopting a burst of inputs: ours are among them soon
 
 
 def main() -> None:
@@ -30,12 +31,15 @@ def main() -> None:
 
 
 def wake() -> None:
-    """Entry for scripts/run's background start, once it has spooled a hook's input itself: start
-    the exporter unless one runs. Never raises, always exits 0."""
+    """Entry for scripts/run's background start, once it has spooled a hook's input itself: turn it
+    into its record, start the exporter unless one runs. Never raises, always exits 0."""
     try:
         _leave_claude_codes_session()
         os.umask(0o077)
         state = config.state_dir(os.environ)
+        # At once: the transcript's size now is where the session ended (the exporter may be busy for seconds).
+        for problem in hook_input.adopt(state, ADOPT_WAIT_SECONDS) or ():
+            log(state, problem)
         if spool.has_work(state):
             wake_exporter(state)
     except BaseException:  # noqa: B036 - a hook must exit 0 whatever happens
@@ -44,11 +48,17 @@ def wake() -> None:
 
 
 def _leave_claude_codes_session() -> None:
-    """Claude Code's session is ending: nothing done to its process group must reach this process."""
+    """Claude Code's session is ending: nothing done to its process group must reach this process.
+    scripts/run ignored the signals it could send until now; out of its group, they count again."""
+    import signal
+
     try:
         os.setsid()
     except (AttributeError, OSError):  # no sessions (Windows), or already a group's leader
         pass
+    for name in ("SIGHUP", "SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def handle(stdin: "BinaryIO", env: "Mapping[str, str]") -> None:

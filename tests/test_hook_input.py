@@ -1,4 +1,4 @@
-"""exporter/hook_inputs.py: the hook inputs scripts/run spooled as they came become records, once each."""
+"""hook_input.adopt: the hook inputs scripts/run spooled as they came become records, once each."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from otel_metrics import spool
-from otel_metrics.exporter import hook_inputs
+from otel_metrics import hook_input, spool
 from support.plugin_hooks import session_input, spool_records
 
 
@@ -28,7 +27,7 @@ def test_a_session_end_becomes_its_record_dated_when_it_was_written(state: Path,
     transcript.write_bytes(b"x" * 10)
     written_ns = 1_700_000_000 * 10**9
     spool_input(state, "session-end-41", session_input("SessionEnd", "s-1", transcript, "logout"), written_ns)
-    assert hook_inputs.adopt(str(state)) == 1
+    assert hook_input.adopt(str(state)) == []
     assert spool.hook_inputs(str(state)) == []
     assert spool.pending(str(state)) == [spool.record_name(written_ns, "session-end-41") + spool.SUFFIX]
     [record] = spool_records(state)
@@ -48,7 +47,7 @@ def test_inputs_are_taken_in_the_order_they_were_written(state: Path) -> None:
     spool_input(state, "session-end-9", session_input("SessionEnd", "later", None), 2 * 10**18)
     spool_input(state, "session-end-10", session_input("SessionEnd", "earlier", None), 1 * 10**18)
     assert spool.hook_inputs(str(state)) == ["session-end-10.hookinput", "session-end-9.hookinput"]
-    hook_inputs.adopt(str(state))
+    hook_input.adopt(str(state))
     assert [r["session_id"] for r in spool_records(state)] == ["earlier", "later"]
 
 
@@ -57,22 +56,22 @@ def test_adopted_again_after_a_crash_it_is_still_one_record(state: Path) -> None
     path = spool_input(state, "session-end-7", session_input("SessionEnd", "s-1", None), 10**18)
     kept = path.with_name("kept")
     shutil.copy2(path, kept)
-    hook_inputs.adopt(str(state))
+    hook_input.adopt(str(state))
     os.replace(kept, path)
-    hook_inputs.adopt(str(state))
+    hook_input.adopt(str(state))
     assert [r["session_id"] for r in spool_records(state)] == ["s-1"]
 
 
 def test_a_session_start_waits_for_an_export_of_its_own(state: Path) -> None:
     spool_input(state, "session-start-3", session_input("SessionStart", "s-1", None), 10**18)
-    hook_inputs.adopt(str(state))
+    hook_input.adopt(str(state))
     [name] = spool.pending(str(state))
     assert name.endswith(spool.NO_WAKE_SUFFIX) and not spool.has_work(str(state))
 
 
 def test_input_that_is_no_event_leaves_nothing(state: Path) -> None:
     spool_input(state, "session-end-5", {**session_input("SessionEnd", "s-1", None), "hook_event_name": "Stop"}, 10**18)
-    assert hook_inputs.adopt(str(state)) == 1
+    assert hook_input.adopt(str(state)) == []
     assert spool.pending(str(state)) == [] and spool.hook_inputs(str(state)) == []
     assert not (state / spool.REJECTED_DIR).exists()
 
@@ -80,20 +79,35 @@ def test_input_that_is_no_event_leaves_nothing(state: Path) -> None:
 def test_input_that_does_not_parse_yet_may_be_being_written(state: Path) -> None:
     path = spool_input(state, "session-end-8", {}, time.time_ns())
     path.write_bytes(b'{"session_id": "s-1", "hook_e')  # the shell's printf has not finished
-    assert hook_inputs.adopt(str(state)) == 0
+    assert hook_input.adopt(str(state)) == []
     assert spool.hook_inputs(str(state)) == ["session-end-8.hookinput"] and not (state / spool.REJECTED_DIR).exists()
     path.write_text(json.dumps(session_input("SessionEnd", "s-1", None)))
-    assert hook_inputs.adopt(str(state)) == 1
+    assert hook_input.adopt(str(state)) == []
     assert [r["session_id"] for r in spool_records(state)] == ["s-1"]
 
 
-def test_bad_input_is_set_aside_with_its_reason(state: Path, caplog) -> None:
+def test_bad_input_is_set_aside_with_its_reason(state: Path) -> None:
     path = spool_input(state, "session-end-6", {}, 10**18)
     path.write_bytes(b'{"session_id": "s-1", "hook_event_name": "SessionE')
     os.utime(path, ns=(10**18, 10**18))  # long enough ago to have been written whole
-    hook_inputs.adopt(str(state))
+    [problem] = hook_input.adopt(str(state))
     assert spool.pending(str(state)) == [] and spool.hook_inputs(str(state)) == []
     why = (state / spool.REJECTED_DIR / "session-end-6.hookinput.why").read_text()
     assert "hook input is not JSON" in why
-    [message] = [r.getMessage() for r in caplog.records]
-    assert "hook input is not JSON" in message and "set aside" in message
+    assert "hook input is not JSON" in problem and "set aside" in problem
+
+
+def test_one_adopter_at_a_time(state: Path) -> None:
+    """The wake and the exporter may both look: while one adopts, the other leaves the inputs to it."""
+    from otel_metrics import lock
+
+    spool_input(state, "session-end-4", session_input("SessionEnd", "s-1", None), 10**18)
+    fd = lock.try_lock(str(state / spool.SPOOL_DIR / hook_input.ADOPT_LOCK_FILE))
+    assert fd is not None
+    try:
+        assert hook_input.adopt(str(state)) is None
+        assert spool.hook_inputs(str(state)) == ["session-end-4.hookinput"]
+    finally:
+        lock.release(fd)
+    assert hook_input.adopt(str(state)) == []
+    assert [r["session_id"] for r in spool_records(state)] == ["s-1"]
