@@ -18,6 +18,7 @@ way, and the forwarder's peak RSS.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -101,29 +102,26 @@ def send_all(url: str, path: str, bodies: Sequence[bytes], headers: Dict[str, st
 
 
 def sink_capacity(sink_url: str, count: int) -> float:
-    """Requests/s the sink answers to WORKERS threads posting a legacy payload each over keep-alive
-    connections, with the forwarder's own HTTP client (so only the forwarder's other work differs)."""
+    """Requests/s the sink answers to WORKERS keep-alive connections posting a legacy payload each,
+    with the forwarder's own HTTP client (so only the forwarder's other work differs)."""
     body = json.dumps({"session_id": "capacity", "name": "bench:capacity"}).encode()
     target = target_for(sink_url)
     left = iter(range(count))
-    lock = threading.Lock()
 
-    def run() -> None:
-        connection = Connection(target, 5.0, 60.0)
-        while True:
-            with lock:
-                if next(left, None) is None:
-                    break
-            connection.post("events", body)
-        connection.close()
+    async def post_all() -> float:
+        loop = asyncio.get_running_loop()
+        connections = [Connection(target, 5.0, 60.0, loop) for _ in range(WORKERS)]
 
-    threads = [threading.Thread(target=run) for _ in range(WORKERS)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return count / (time.monotonic() - started)
+        async def run(connection: Connection) -> None:
+            while next(left, None) is not None:
+                await connection.post("events", body)
+            connection.close()
+
+        started = time.monotonic()
+        await asyncio.gather(*(run(connection) for connection in connections))
+        return count / (time.monotonic() - started)
+
+    return asyncio.run(post_all())
 
 
 def answered(sink_url: str) -> Dict[str, float]:
