@@ -18,13 +18,14 @@ way, and the forwarder's peak RSS.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -44,86 +45,147 @@ MANY_SENDERS = 16  # a gateway forwarder's many exporters: acknowledged requests
 WORKERS = 10  # the forwarder's default
 SLOW_SECONDS = 0.05
 PACED_RATE = 500.0  # events/s
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *([0-9]+)")
 
 
-class Sender:
-    """Keep-alive HTTP/1.1 POSTs from one thread (http.client: cheap, so the load generator is not the limit)."""
+class Sender(asyncio.Protocol):
+    """One keep-alive connection POSTing bodies one after another, the next once the last was answered.
 
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-
-    def post(self, path: str, body: bytes, headers: Dict[str, str]) -> int:
-        self._conn.request("POST", path, body=body, headers=headers)
-        response = self._conn.getresponse()
-        response.read()
-        return response.status
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def send_all(url: str, path: str, bodies: Sequence[bytes], headers: Dict[str, str], threads: int,
-             sent_at: Optional[List[float]] = None, rate: Optional[float] = None) -> None:  # fmt: skip
-    """POST every body from `threads` connections (503s retried); sent_at[i] = when body i went out.
-
-    With `rate` (bodies per second), body i is sent no earlier than start + i / rate.
+    A minimal HTTP/1.1 client on an event loop, its requests rendered beforehand: the load generator
+    shares the two cores with the forwarder and the sink, so it must cost little (four http.client
+    threads cost more CPU per request than the forwarder itself).
     """
-    next_index = iter(range(len(bodies)))
-    lock = threading.Lock()
-    start = time.monotonic()
 
-    def run() -> None:
-        sender = Sender(url)
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        self.transport: Optional[asyncio.Transport] = None
+        self.buffer = bytearray()
+        self.index: Optional[int] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._next()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end])
+        length = int(CONTENT_LENGTH.search(head).group(1))  # type: ignore[union-attr]
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        status = int(head[9:12])
+        if status in (429, 503):  # the forwarder is full: this body again, a little later
+            self.load.loop.call_later(0.05, self._send)
+        elif status >= 300:
+            self.load.fail(f"answered {status}")
+        else:
+            self._next()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self.index is not None:
+            self.load.fail(f"the connection closed: {exc}")
+
+    def _next(self) -> None:
+        self.index = self.load.take()
+        if self.index is None:
+            assert self.transport is not None
+            self.transport.close()
+            self.load.finished()
+            return
+        delay = self.load.due(self.index) - time.monotonic()
+        if delay > 0:
+            self.load.loop.call_later(delay, self._send)
+        else:
+            self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None and self.index is not None
+        if self.load.sent_at is not None:
+            self.load.sent_at[self.index] = time.monotonic()
+        self.transport.write(self.load.requests[self.index])
+
+
+class Load:
+    """Bodies to POST from `senders` connections (sent_at[i] = when body i went out); with `rate`
+    (bodies per second), body i is sent no earlier than start + i / rate."""
+
+    def __init__(self, url: str, path: str, bodies: Sequence[bytes], senders: int,
+                 sent_at: Optional[List[float]], rate: Optional[float]) -> None:  # fmt: skip
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "", parts.port or 80
+        head = f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/x-protobuf\r\n"
+        self.requests = [head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body for body in bodies]
+        self.senders = senders
+        self.sent_at = sent_at
+        self.rate = rate
+        self.loop = asyncio.new_event_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self._next = 0
+        self._running = senders
+        self.start = 0.0
+
+    def run(self) -> None:
+        async def connect_all() -> None:
+            self.start = time.monotonic()
+            for _ in range(self.senders):
+                await self.loop.create_connection(lambda: Sender(self), self.host, self.port)
+            await self.done
+
         try:
-            while True:
-                with lock:
-                    index = next(next_index, None)
-                if index is None:
-                    return
-                if rate:
-                    time.sleep(max(0.0, start + index / rate - time.monotonic()))
-                if sent_at is not None:
-                    sent_at[index] = time.monotonic()
-                while (status := sender.post(path, bodies[index], headers)) in (429, 503):
-                    time.sleep(0.05)
-                if status >= 300:
-                    raise SystemExit(f"{url}{path} answered {status}")
+            self.loop.run_until_complete(connect_all())
         finally:
-            sender.close()
+            self.loop.close()
 
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    def take(self) -> Optional[int]:
+        if self._next == len(self.requests):
+            return None
+        self._next += 1
+        return self._next - 1
+
+    def due(self, index: int) -> float:
+        return self.start + index / self.rate if self.rate else 0.0
+
+    def finished(self) -> None:
+        self._running -= 1
+        if not self._running and not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(SystemExit(f"{self.host}:{self.port}: {why}"))
+
+
+def send_all(url: str, path: str, bodies: Sequence[bytes], threads: int,
+             sent_at: Optional[List[float]] = None, rate: Optional[float] = None) -> None:  # fmt: skip
+    """POST every body from `threads` keep-alive connections (503s retried)."""
+    Load(url, path, bodies, threads, sent_at, rate).run()
 
 
 def sink_capacity(sink_url: str, count: int) -> float:
-    """Requests/s the sink answers to WORKERS threads posting a legacy payload each over keep-alive
-    connections, with the forwarder's own HTTP client (so only the forwarder's other work differs)."""
+    """Requests/s the sink answers to WORKERS keep-alive connections posting a legacy payload each,
+    with the forwarder's own HTTP client (so only the forwarder's other work differs)."""
     body = json.dumps({"session_id": "capacity", "name": "bench:capacity"}).encode()
     target = target_for(sink_url)
     left = iter(range(count))
-    lock = threading.Lock()
 
-    def run() -> None:
-        connection = Connection(target, 5.0, 60.0)
-        while True:
-            with lock:
-                if next(left, None) is None:
-                    break
-            connection.post("events", body)
-        connection.close()
+    async def post_all() -> float:
+        loop = asyncio.get_running_loop()
+        connections = [Connection(target, 5.0, 60.0, loop) for _ in range(WORKERS)]
 
-    threads = [threading.Thread(target=run) for _ in range(WORKERS)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return count / (time.monotonic() - started)
+        async def run(connection: Connection) -> None:
+            while next(left, None) is not None:
+                await connection.post("events", body)
+            connection.close()
+
+        started = time.monotonic()
+        await asyncio.gather(*(run(connection) for connection in connections))
+        return count / (time.monotonic() - started)
+
+    return asyncio.run(post_all())
 
 
 def answered(sink_url: str) -> Dict[str, float]:
@@ -157,7 +219,7 @@ class Run:
         cpu_before = cpu_seconds(forwarder_pid)
         started = time.monotonic()
         bodies_per_second = rate / self.per_request if rate else None
-        send_all(target_url, "/v1/metrics", self.bodies, PROTOBUF, self.senders, self.sent_at, bodies_per_second)
+        send_all(target_url, "/v1/metrics", self.bodies, self.senders, self.sent_at, bodies_per_second)
         prefix = f"{self.name}-"
         wait_for(lambda: sum(key.startswith(prefix) for key in answered(sink_url)) >= self.events, timeout, 0.2)
         done = answered(sink_url)

@@ -88,7 +88,9 @@ def add_forwarder(commands: Any) -> None:
     parser.add_argument("--max-body-bytes", type=int, help="answer 413 above this request size (20 MiB)")
     parser.add_argument("--max-outbox-items", type=int, help="answer 503 while this many wait (1000000)")
     parser.add_argument("--workers", type=positive_int, help="POSTs in flight to the endpoint at most (10)")
-    parser.add_argument("--timeout", type=positive_number, help="seconds for each read or write of a POST (10)")
+    parser.add_argument(
+        "--timeout", type=positive_number, help="seconds for the answer to a POST to start, and between its bytes (10)"
+    )
     parser.add_argument("--retry-initial", type=positive_number, help="first delivery retry delay, seconds (0.5)")
     parser.add_argument("--retry-max", type=positive_number, help="longest delivery retry delay, seconds (60)")
     parser.add_argument(

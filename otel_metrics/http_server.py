@@ -1,9 +1,11 @@
 """One HTTP/1.1 server for the forwarder's OTLP receiver and the reference endpoint.
 
 An asyncio loop on one thread reads the requests of every connection, so a slow,
-idle or hostile connection costs a little memory, never a thread; each complete
-request goes to the server's `handle` on a small pool of threads (decoding,
-committing and storing block), and its answer is written back. Keep-alive,
+idle or hostile connection costs a little memory, never a thread. Each complete
+request goes either to the server's `handle` on a small pool of threads (for
+handlers that block: storing), or to its `respond` on the loop itself, which
+answers at once or later (for handlers that hand the blocking part to a thread
+of their own: no hand-off per request); its answer is written back. Keep-alive,
 pipelining, Content-Length and chunked bodies, `Expect: 100-continue`.
 
 Bounds, each sized for a gateway with many exporters:
@@ -31,6 +33,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
+
+from .deadline import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,9 @@ class HttpError(Exception):
         self.close = close  # the rest of the request was not read: the connection cannot be reused
 
 
-Handler = Callable[[Request], Response]
+Handler = Callable[[Request], Response]  # called on a pool thread
+Reply = Callable[[Response], None]
+Responder = Callable[[Request, Reply], None]  # called on the loop; reply() on the loop, at once or later
 ErrorPage = Callable[[Request, HttpError], Response]  # how a server words the errors it answers itself
 
 
@@ -108,15 +114,20 @@ class HttpServer:
         self,
         host: str,
         port: int,
-        handle: Handler,
+        handle: Optional[Handler],
         name: str,
         max_body_bytes: int,
         error_page: ErrorPage = plain_error,
         bounds: ConnectionBounds = DEFAULT_BOUNDS,
         lengths_only: bool = False,
+        respond: Optional[Responder] = None,
     ) -> None:
-        """lengths_only: a body must come with a Content-Length (411 for chunked or none)."""
+        """One of handle and respond answers; lengths_only: a body must come with a Content-Length
+        (411 for chunked or none)."""
+        if (handle is None) == (respond is None):
+            raise ValueError("an HttpServer needs one of handle and respond")
         self.handle = handle
+        self.respond = respond
         self.name = name
         self.max_body_bytes = max_body_bytes
         self.error_page = error_page
@@ -129,8 +140,10 @@ class HttpServer:
         self._socket = _listening_socket(host, port)
         self.address: Tuple[str, int] = self._socket.getsockname()[:2]
         self._connections: Dict[_Connection, None] = {}  # in the order they opened
-        self._loop = asyncio.new_event_loop()
-        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix=f"{name}-handler")
+        self.loop = asyncio.new_event_loop()  # the server's thread runs it: others may use it too
+        self._pool = (
+            ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix=f"{name}-handler") if handle is not None else None
+        )
         self._server: Optional[asyncio.AbstractServer] = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
@@ -143,12 +156,13 @@ class HttpServer:
     def stop(self) -> None:
         """Stop listening, close every connection; requests being answered finish on their own."""
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._shutdown)
+            self.loop.call_soon_threadsafe(self._shutdown)
             self._thread.join()
         else:
             self._socket.close()
-            self._loop.close()
-        self._pool.shutdown(wait=False)
+            self.loop.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     @property
     def open_connections(self) -> int:
@@ -157,23 +171,23 @@ class HttpServer:
     # The loop's side.
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        asyncio.set_event_loop(self.loop)
         try:
-            self._server = self._loop.run_until_complete(
-                self._loop.create_server(lambda: _Connection(self), sock=self._socket, backlog=LISTEN_BACKLOG)
+            self._server = self.loop.run_until_complete(
+                self.loop.create_server(lambda: _Connection(self), sock=self._socket, backlog=LISTEN_BACKLOG)
             )
         finally:
             self._started.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(asyncio.sleep(0))  # the connections' last callbacks
-        self._loop.close()
+        self.loop.run_forever()
+        self.loop.run_until_complete(asyncio.sleep(0))  # the connections' last callbacks
+        self.loop.close()
 
     def _shutdown(self) -> None:
         assert self._server is not None
         self._server.close()
         for connection in list(self._connections):
             connection.abort()
-        self._loop.stop()
+        self.loop.stop()
 
     def opened(self, connection: _Connection) -> bool:
         """Count a new connection; at the bound, make room by closing another. False: refused."""
@@ -182,7 +196,7 @@ class HttpServer:
             if victim is None:
                 return False
             log.debug("%d connections open: closing one %s since %.1f s", len(self._connections), victim.state,
-                      self._loop.time() - victim.since)  # fmt: skip
+                      self.loop.time() - victim.since)  # fmt: skip
             victim.abort()
         self._connections[connection] = None
         return True
@@ -198,17 +212,26 @@ class HttpServer:
                 return min(waiting, key=lambda c: c.since)
         return None
 
-    def dispatch(self, request: Request, done: Callable[[Response], None]) -> None:
-        """Answer the request on the pool; `done(response)` then runs on the loop."""
+    def dispatch(self, request: Request, done: Reply) -> None:
+        """Have the request answered (on the loop, or on the pool); `done(response)` runs on the loop."""
+        if self.respond is not None:
+            try:
+                self.respond(request, done)
+            except Exception:
+                log.exception("error while answering %s %s", request.method, request.path)
+                done(self.error_page(request, HttpError(500, "internal error", close=True)))
+            return
+        assert self._pool is not None
         self._pool.submit(self._answer, request).add_done_callback(lambda answered: self._deliver(done, answered))
 
     def _deliver(self, done: Callable[[Response], None], answered: Future[Response]) -> None:
         try:
-            self._loop.call_soon_threadsafe(done, answered.result())
+            self.loop.call_soon_threadsafe(done, answered.result())
         except RuntimeError:
             pass  # the loop is closed: the server stopped, nobody waits for this answer
 
     def _answer(self, request: Request) -> Response:
+        assert self.handle is not None
         try:
             return self.handle(request)
         except Exception:
@@ -302,18 +325,19 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.loop = server._loop
+        self.loop = server.loop
         self.transport: Optional[asyncio.Transport] = None
         self.buffer = bytearray()
         self.held = 0  # bytes of this connection counted in server.buffered
         self.state = _IDLE
         self.since = self.loop.time()
-        self.timer: Optional[asyncio.TimerHandle] = None
+        self.deadline = Deadline(self.loop)  # for the request being read, or of the idle connection
         self.scanned = 0  # how far the head's end was looked for
         self.head: Optional[_Head] = None
         self.body: Optional[_Body] = None
         self.consumed = 0  # bytes of the request being read, so far
         self.writing_paused = False
+        self.dispatching = False  # the request is being handed over: an answer now is not written from here
         self.eof = False  # the client sent all it will send
 
     # asyncio's callbacks.
@@ -337,15 +361,18 @@ class _Connection(asyncio.Protocol):
         if self.server.buffered > self.server.buffer_bytes:
             self._fail(HttpError(503, "the server is reading too many large requests at once; retry later", True))
             return
-        if self.state != _BUSY:
-            self._advance()
+        if self.state == _BUSY:
+            assert self.transport is not None
+            self.transport.pause_reading()  # one request at a time; pipelined ones wait in the socket
+            return
+        self._advance()
 
     def eof_received(self) -> Optional[bool]:
         self.eof = True
         return self.state == _BUSY  # keep the connection to write the answer being made, then close
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self._cancel_timer()
+        self.deadline.cancel()
         self.state = _CLOSED
         self.server.buffered -= self.held
         self.held = 0
@@ -362,7 +389,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.state = _CLOSED
-        self._cancel_timer()
+        self.deadline.cancel()
         if self.transport is not None:
             self.transport.abort()
         self.server.closed(self)
@@ -454,13 +481,15 @@ class _Connection(asyncio.Protocol):
 
     def _dispatch(self, request: Request) -> None:
         assert self.transport is not None
-        self._cancel_timer()
+        self.deadline.clear()  # answering takes what it takes: the handler bounds it
         self.state = _BUSY
-        self.transport.pause_reading()  # one request at a time; pipelined ones wait in the socket
+        self.dispatching = True
         try:
             self.server.dispatch(request, lambda response: self._answered(request, response))
         except RuntimeError:  # the pool is shut down: the server is stopping
             self.abort()
+        finally:
+            self.dispatching = False
 
     def _answered(self, request: Request, response: Response) -> None:
         if self.state == _CLOSED:
@@ -475,7 +504,7 @@ class _Connection(asyncio.Protocol):
         self.state, self.since = _IDLE, self.loop.time()
         self.head = self.body = None
         self._wait(IDLE_SECONDS, self._idle_expired)
-        if not self.writing_paused:
+        if not self.writing_paused and not self.dispatching:  # (answered at once: _advance reads on)
             self._read_next()
 
     def _read_next(self) -> None:
@@ -520,7 +549,7 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.state = _CLOSED
-        self._cancel_timer()
+        self.deadline.cancel()
         assert self.transport is not None
         self.transport.close()  # after what was written
         self.server.closed(self)
@@ -528,21 +557,13 @@ class _Connection(asyncio.Protocol):
     # Time.
 
     def _wait(self, seconds: float, expired: Callable[[], None]) -> None:
-        self._cancel_timer()
-        self.timer = self.loop.call_later(seconds, expired)
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline.set(seconds, expired)
 
     def _idle_expired(self) -> None:
-        self.timer = None
         if self.state == _IDLE:
             self._close()
 
     def _request_expired(self) -> None:
-        self.timer = None
         if self.state in (_HEAD, _BODY):
             seconds = self.server.request_seconds
             self._fail(HttpError(408, f"the request did not arrive within {seconds:g} s", close=True))

@@ -1,16 +1,17 @@
 """The forwarder's HTTP client alone (forwarder/http_client.py): where a connection goes (proxy or not,
-TLS verified), and how an answer is read (delimited by length, chunks or the connection's end; what is
-not HTTP is an error)."""
+TLS verified), and how an answer is read as its bytes arrive, in one piece or byte by byte (delimited by
+length, chunks or the connection's end; what is not HTTP is an error). Connections themselves run in
+tests/test_forwarder.py, against real endpoints."""
 
 from __future__ import annotations
 
 import base64
 import http.client
-import io
+from typing import List
 
 import pytest
 
-from otel_metrics.forwarder.http_client import Answer, read_answer, target_for
+from otel_metrics.forwarder.http_client import Answer, AnswerParser, target_for
 
 
 def test_a_loopback_endpoint_never_goes_through_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,26 +45,37 @@ def test_https_is_verified_and_other_schemes_are_refused() -> None:
         target_for("ftp://metrics.example/upload")
 
 
-def answer_to(raw: bytes) -> tuple:
-    reader = io.BufferedReader(io.BytesIO(raw))
-    answer, keep_alive = read_answer(reader)
-    return answer, keep_alive, reader.read()  # and what is left for the next answer
+def pieces(raw: bytes, whole: bool) -> List[bytes]:
+    return [raw] if whole else [raw[i : i + 1] for i in range(len(raw))]
 
 
-def test_answers_delimited_by_length_chunks_or_the_end_of_the_connection() -> None:
-    assert answer_to(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nRetry-After: 7\r\n\r\n{}HTTP/1.1 ...") == (
+def answer_to(whole: bool, raw: bytes) -> tuple:
+    """The answer, whether the connection may carry another, and what is left for the next answer;
+    the connection closes after `raw` if the answer is not complete by then."""
+    parser = AnswerParser()
+    sent = pieces(raw, whole) or [b""]
+    for index, piece in enumerate(sent):
+        answered = parser.feed(piece)
+        if answered is not None:
+            return (*answered, bytes(parser.buffer) + b"".join(sent[index + 1 :]))
+    return parser.end(), False, bytes(parser.buffer)
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["in one piece", "byte by byte"])
+def test_answers_delimited_by_length_chunks_or_the_end_of_the_connection(whole: bool) -> None:
+    assert answer_to(whole, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nRetry-After: 7\r\n\r\n{}HTTP/1.1 ...") == (
         Answer(200, b"{}", "7"), True, b"HTTP/1.1 ...",
     )  # fmt: skip
     chunked = (
         b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nbusy\r\n3\r\n!!!\r\n0\r\nT: v\r\n\r\nnext"
     )
-    assert answer_to(chunked) == (Answer(503, b"busy!!!", None), True, b"next")
-    assert answer_to(b"HTTP/1.1 400 Bad\r\nConnection: close\r\n\r\nno length") == (
+    assert answer_to(whole, chunked) == (Answer(503, b"busy!!!", None), True, b"next")
+    assert answer_to(whole, b"HTTP/1.1 400 Bad\r\nConnection: close\r\n\r\nno length") == (
         Answer(400, b"no length", None), False, b"",
     )  # fmt: skip
-    assert answer_to(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")[1] is False
-    assert answer_to(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")[1] is True
-    assert answer_to(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n") == (
+    assert answer_to(whole, b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")[1] is False
+    assert answer_to(whole, b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")[1] is True
+    assert answer_to(whole, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n") == (
         Answer(204, b"", None), True, b"",
     )  # fmt: skip
 
@@ -79,6 +91,7 @@ def test_answers_delimited_by_length_chunks_or_the_end_of_the_connection() -> No
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", http.client.HTTPException),
     ],
 )
-def test_answers_that_are_not_http_are_errors(raw: bytes, error: type) -> None:
+@pytest.mark.parametrize("whole", [True, False], ids=["in one piece", "byte by byte"])
+def test_answers_that_are_not_http_are_errors(raw: bytes, error: type, whole: bool) -> None:
     with pytest.raises(error):
-        answer_to(raw)
+        answer_to(whole, raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -76,6 +77,28 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(server: HttpSer
         assert b"Date: " in first and b"Server: test-server" in first and b"Connection: close" not in first
         sock.sendall(b"\r\nGET /c?q=1 HTTP/1.1\r\n\r\n")  # a stray blank line between requests is skipped
         assert body_of(read_answer(sock)) == b"GET /c?q=1 0 b''\n"
+
+
+def test_a_responder_on_the_loop_answers_at_once_or_later_in_order(
+    start_server: Callable[..., HttpServer],
+) -> None:
+    """`respond` runs on the loop: answered at once (even thousands of pipelined requests: no
+    recursion), or later from another callback, each connection's answers in order."""
+    servers: List[HttpServer] = []
+
+    def respond(request: Request, reply: Callable[[Response], None]) -> None:
+        answer = text_response(200, request.path)
+        if request.path.startswith("/later"):
+            servers[0].loop.call_later(0.01, reply, answer)
+        else:
+            reply(answer)
+
+    servers.append(start_server(handle=None, respond=respond))
+    requests = [b"GET /later HTTP/1.1\r\n\r\n", b"GET /now HTTP/1.1\r\n\r\n"] + [b"GET /many HTTP/1.1\r\n\r\n"] * 3000
+    answered = raw_exchange(
+        servers[0].address[1], b"".join(requests) + b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n"
+    )
+    assert re.findall(rb"\r\n\r\n(/[a-z]+)\n", answered) == [b"/later", b"/now"] + [b"/many"] * 3000 + [b"/last"]
 
 
 def test_chunked_bodies_with_extensions_and_trailers(server: HttpServer) -> None:

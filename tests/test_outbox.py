@@ -1,6 +1,7 @@
-"""The forwarder's outbox alone (forwarder/outbox.py), on a real SQLite file: what add() returned from is
-on disk, whatever happens to the process next; one forwarder per outbox; the bound; removal and dead
-letters; an outbox of an earlier release."""
+"""The forwarder's outbox alone (forwarder/outbox.py), on a real SQLite file: what a commit said was
+written is on disk, whatever happens to the process next; the ids each request's rows got; one forwarder
+per outbox; the bound; removal and dead letters, queued and written soon even when nothing follows them;
+an outbox of an earlier release."""
 
 from __future__ import annotations
 
@@ -11,20 +12,30 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Sequence, Tuple
 
 import pytest
 
-from otel_metrics.forwarder.outbox import RESPONSE_KEPT_CHARS, DeadLetters, Outbox, OutboxInUse, OutboxUnavailable
+from otel_metrics.forwarder.outbox import (
+    RESPONSE_KEPT_CHARS,
+    Commit,
+    DeadLetters,
+    Outbox,
+    OutboxInUse,
+    OutboxUnavailable,
+)
 from support.paths import REPO
+from support.processes import wait_for
 
-# A forwarder's outbox in another process: it adds, says so, then dies at once (SIGKILL: no close, no
-# clean-up of any kind), or holds the outbox until killed.
+# A forwarder's outbox in another process: it adds, says so once the commit is done, then dies at once
+# (SIGKILL: no close, no clean-up of any kind), or holds the outbox until killed.
 ADD_THEN_DIE = """
-import os, signal, sys
+import os, signal, sys, threading
 from otel_metrics.forwarder.outbox import Outbox
 outbox = Outbox(sys.argv[1])
-outbox.add([("events", '{"n": 1}', 1), ("sessions", '{"n": 2}', 2)])
+written = threading.Event()
+outbox.submit([("events", '{"n": 1}', 1), ("sessions", '{"n": 2}', 2)], lambda commit: written.set())
+written.wait()
 print("acknowledged", flush=True)
 if sys.argv[2] == "die":
     os.kill(os.getpid(), signal.SIGKILL)
@@ -43,6 +54,16 @@ def in_another_process(path: Path, then: str) -> subprocess.Popen:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "acknowledged"
     return proc
+
+
+def add(outbox: Outbox, items: Sequence[Tuple[str, str, int]]) -> Commit:
+    """Submit, and wait until the writer is done with them, as the receiver does before it answers."""
+    written = threading.Event()
+    commits: List[Commit] = []
+    outbox.submit(items, lambda commit: (commits.append(commit), written.set()))
+    assert written.wait(30)
+    assert commits[0].error is None
+    return commits[0]
 
 
 def bodies(outbox: Outbox) -> List[tuple]:
@@ -65,12 +86,14 @@ def test_a_reopened_outbox_has_what_was_added_in_order_each_copy_its_own_row(tmp
     path = str(tmp_path / "outbox.sqlite")
     outbox = Outbox(path)
     before = time.time()
-    outbox.add([("events", "a", 1), ("events", "b", 3)])
-    outbox.add([("sessions", "c", 1)])
+    first = add(outbox, [("events", "a", 1), ("events", "b", 3)])
+    second = add(outbox, [("sessions", "c", 1)])
+    committed = [*first.payloads(), *second.payloads()]  # what delivery is handed, ids and all
     outbox.close()
     again = Outbox(path)
     try:
         items = again.oldest(10)
+        assert items == committed
         assert [(item.path, item.body) for item in items] == [("events", "a")] + [("events", "b")] * 3 + [
             ("sessions", "c")
         ]
@@ -103,11 +126,11 @@ def test_a_second_forwarder_on_the_outbox_is_refused_and_named(tmp_path: Path) -
 def test_beyond_its_bound_nothing_of_a_request_is_taken(tmp_path: Path) -> None:
     outbox = Outbox(str(tmp_path / "outbox.sqlite"), max_items=3)
     try:
-        outbox.add([("events", "a", 2)])
+        add(outbox, [("events", "a", 2)])
         with pytest.raises(OutboxUnavailable, match=r"^the outbox is full \(2 payloads waiting\)$"):
-            outbox.add([("events", "b", 1), ("events", "c", 1)])  # all or none
+            outbox.submit([("events", "b", 1), ("events", "c", 1)], lambda commit: None)  # all or none
         assert bodies(outbox) == [("events", "a")] * 2
-        outbox.add([("events", "b", 1)])  # what fits is taken
+        add(outbox, [("events", "b", 1)])  # what fits is taken
         assert len(outbox) == 3
     finally:
         outbox.close()
@@ -117,7 +140,7 @@ def test_a_request_larger_than_the_bound_is_taken_into_an_empty_outbox(tmp_path:
     """Refusing it would have the sender retry it forever."""
     outbox = Outbox(str(tmp_path / "outbox.sqlite"), max_items=2)
     try:
-        outbox.add([("events", "a", 5)])
+        add(outbox, [("events", "a", 5)])
         assert len(outbox) == 5
     finally:
         outbox.close()
@@ -128,11 +151,11 @@ def test_concurrent_requests_are_each_committed_whole(tmp_path: Path) -> None:
     added = []
     try:
 
-        def add(n: int) -> None:
-            outbox.add([("events", f"{n}-a", 1), ("events", f"{n}-b", 2)])
+        def request(n: int) -> None:
+            add(outbox, [("events", f"{n}-a", 1), ("events", f"{n}-b", 2)])
             added.append(n)
 
-        threads = [threading.Thread(target=add, args=(n,)) for n in range(30)]
+        threads = [threading.Thread(target=request, args=(n,)) for n in range(30)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -149,16 +172,19 @@ def test_concurrent_requests_are_each_committed_whole(tmp_path: Path) -> None:
 def test_removed_and_dead_lettered_payloads_leave_and_stay_gone(tmp_path: Path) -> None:
     path = str(tmp_path / "outbox.sqlite")
     outbox = Outbox(path)
-    outbox.add([("events", "delivered", 1), ("events", "refused", 1), ("events", "waiting", 1)])
+    add(outbox, [("events", "delivered", 1), ("events", "refused", 1), ("events", "waiting", 1)])
     delivered, refused, _ = outbox.oldest(3)
     outbox.remove(delivered.id)
     outbox.dead_letter(refused, 400, "x" * (RESPONSE_KEPT_CHARS + 10))
-    assert (len(outbox), outbox.dead_letter_count()) == (1, 1)
-    assert outbox.get(delivered.id) is None and outbox.get(refused.id) is None
-    outbox.close()
+    assert len(outbox) == 1  # at once; the rows go with the writer's next transaction
+    outbox.close()  # which closing waits for
     again = Outbox(path)
     try:
         assert bodies(again) == [("events", "waiting")]
+        assert again.get(delivered.id) is None and again.get(refused.id) is None
+        assert (len(again), again.dead_letter_count()) == (1, 1)
+        add(again, [("events", "new", 1)])
+        assert [item.id for item in again.oldest()] == [refused.id + 1, refused.id + 2]  # ids are never reused
     finally:
         again.close()
     letters = DeadLetters(path)
@@ -175,12 +201,25 @@ def test_removed_and_dead_lettered_payloads_leave_and_stay_gone(tmp_path: Path) 
         letters.close()
 
 
+def test_a_removal_is_written_at_once_without_an_add_to_go_with(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(str(path))
+    try:
+        [item] = add(outbox, [("events", "delivered", 1)]).payloads()
+        outbox.remove(item.id)
+        with sqlite3.connect(path) as other:  # what a process reading the file sees
+            wait_for(lambda: other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0)
+        other.close()
+    finally:
+        outbox.close()
+
+
 def test_a_closed_outbox_takes_nothing_more(tmp_path: Path) -> None:
     outbox = Outbox(str(tmp_path / "outbox.sqlite"))
-    outbox.add([("events", "a", 1)])
+    add(outbox, [("events", "a", 1)])
     outbox.close()
     with pytest.raises(OutboxUnavailable, match="^the forwarder is shutting down$"):
-        outbox.add([("events", "b", 1)])
+        outbox.submit([("events", "b", 1)], lambda commit: None)
     assert outbox.oldest() == [] and outbox.get(1) is None
 
 
@@ -194,7 +233,7 @@ def test_an_outbox_of_an_earlier_release_is_migrated(tmp_path: Path) -> None:
     old.close()
     outbox = Outbox(str(path))
     try:
-        outbox.add([("events", "queued after", 1)])
+        add(outbox, [("events", "queued after", 1)])
         first, second = outbox.oldest(10)
         assert (first.body, first.received) == ("queued before", None)  # its time is unknown, not made up
         assert second.body == "queued after" and second.received is not None

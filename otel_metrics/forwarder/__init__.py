@@ -3,9 +3,14 @@
 receiver.py answers OTLP exporters (the collector) and health checks on the
 routes of routes.py, in the wire format of wire.py; decode.py turns OTLP into
 events and sessions and their payloads; outbox.py keeps the payloads durably,
-delivery.py posts them (http_client.py: one keep-alive connection per worker),
-dead_letters.py lists and replays what the endpoint refused, telemetry.py
-counts it all.
+delivery.py posts them (http_client.py: keep-alive connections, one per POST in
+flight), dead_letters.py lists and replays what the endpoint refused,
+telemetry.py counts it all.
+
+Threads: one event loop (http_server.py's) reads every request, decodes the
+small ones, writes every answer and runs every POST to the endpoint; the
+outbox's writer commits; a decoding thread or two take the large bodies. A
+request thus costs no thread hand-off but the commit's, which many share.
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class Forwarder:
         return self.server.address
 
     def start(self) -> None:
-        self.delivery.start()
+        self.server.on_queued = self.delivery.added
+        self.delivery.start(self.server.loop)  # (its first step waits for the loop to run)
         self.server.start()
 
     def readiness(self) -> Checks:

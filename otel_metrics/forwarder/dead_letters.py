@@ -8,6 +8,7 @@ answer, and the first that meets a failing endpoint stops the replay.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 from typing import IO, Dict, List
@@ -54,12 +55,16 @@ def show_json(letters: List[DeadLetter], out: IO[str]) -> None:
 
 def replay(store: DeadLetters, metrics_url: str, out: IO[str], timeout: float = DEFAULT_TIMEOUT) -> bool:
     """Post every dead letter again; True when the endpoint accepted them all."""
+    return asyncio.run(_replay(store, metrics_url, out, timeout))
+
+
+async def _replay(store: DeadLetters, metrics_url: str, out: IO[str], timeout: float) -> bool:
     letters = store.list()
-    connection = Connection(target_for(metrics_url), CONNECT_TIMEOUT, timeout)
+    connection = Connection(target_for(metrics_url), CONNECT_TIMEOUT, timeout, asyncio.get_running_loop())
     counts: Dict[str, int] = {DELIVERED: 0, REFUSED: 0}
     try:
         for letter in letters:
-            outcome = post(connection, Item(letter.id, letter.path, letter.body, letter.received))
+            outcome = await post(connection, Item(letter.id, letter.path, letter.body, letter.received))
             if outcome.kind == DELIVERED:
                 store.delivered(letter.id)
             elif outcome.kind == REFUSED:

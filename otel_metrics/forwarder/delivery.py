@@ -1,9 +1,12 @@
-"""Delivery: outbox -> POST <metrics-url>/events or /sessions, several at once.
+"""Delivery: outbox -> POST <metrics-url>/events or /sessions, several at once, from the event loop.
 
-`workers` threads (default 10, as the collector's sending queue has consumers)
-post one payload at a time each, over a pool of keep-alive connections (one
-per POST in flight at most); payloads go in no particular order (the
-endpoint's contract has none). Each outcome:
+At most `workers` POSTs (default 10, as the collector's sending queue has
+consumers) are in flight at once, each on a keep-alive connection of its own
+(http_client.py: asyncio protocols, so a POST waiting for its answer holds no
+thread); payloads go in no particular order (the endpoint's contract has none).
+What was just committed is handed over in memory (up to FRESH_MAX payloads);
+anything beyond, and what a previous run left, is read back from the outbox.
+Each outcome:
 
 - 2xx: delivered, it leaves the outbox.
 - a 4xx other than 408/425/429: refused for good (the same bytes will never be
@@ -21,17 +24,18 @@ that failed meanwhile are due at once.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
-import http.client
 import logging
 import threading
 import time
 from collections import deque
+from functools import partial
 from typing import Deque, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from ..backoff import Backoff, parse_retry_after, refused_for_good
 from .http_client import Answer, Connection, Pool, Target, target_for
-from .outbox import Item, Outbox, OutboxUnavailable
+from .outbox import Commit, Item, Outbox
 from .telemetry import KINDS, Telemetry
 
 log = logging.getLogger(__name__)
@@ -39,11 +43,12 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKERS = 10
 DEFAULT_RETRY_INITIAL = 0.5  # seconds
 DEFAULT_RETRY_MAX = 60.0
-DEFAULT_TIMEOUT = 10.0  # seconds for each read and write of a POST
+DEFAULT_TIMEOUT = 10.0  # seconds a POST's answer may go without a byte arriving
 CONNECT_TIMEOUT = 5.0
 CIRCUIT_THRESHOLD = 5  # failures in a row that open the circuit
 FETCH_PAGE = 200  # payloads read from the outbox at a time
-IDLE_POLL = 5.0  # seconds between outbox checks when nothing wakes the workers
+FRESH_MAX = 2000  # payloads held in memory for delivery; more wait in the outbox only
+READ_RETRY = 5.0  # seconds before reading the outbox again after it failed
 LOG_REPEAT_SECONDS = 60.0  # a retryable failure of one kind is logged at most this often
 
 DELIVERED, REFUSED, RETRY = "delivered", "refused", "retry"
@@ -67,13 +72,18 @@ def outcome_of(answer: Answer) -> Outcome:
     return Outcome(RETRY, status, detail, str(status), parse_retry_after(answer.retry_after, time.time()))
 
 
-def post(connection: Connection, item: Item) -> Outcome:
+def failure_of(error: BaseException) -> Outcome:
+    """No answer came (no connection, a timeout, what is not HTTP): to be retried."""
+    name = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
+    return Outcome(RETRY, None, str(error) or name, name)
+
+
+async def post(connection: Connection, item: Item) -> Outcome:
     """One attempt to deliver one payload."""
     try:
-        return outcome_of(connection.post(item.path, item.body.encode("utf-8")))
-    except (OSError, http.client.HTTPException) as error:
-        name = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
-        return Outcome(RETRY, None, str(error) or name, name)
+        return outcome_of(await connection.post(item.path, item.body.encode("utf-8")))
+    except Exception as error:
+        return failure_of(error)
 
 
 class Circuit:
@@ -134,7 +144,7 @@ class _Retry(NamedTuple):
 
 
 class Delivery:
-    """The workers, and what they share: which payloads are taken, due, waiting their retry."""
+    """What the POSTs in flight share: which payloads are taken, due, waiting their retry (on the loop)."""
 
     def __init__(
         self,
@@ -149,82 +159,123 @@ class Delivery:
         self.metrics_url = metrics_url.rstrip("/")
         self.target: Target = target_for(self.metrics_url)
         self.telemetry = telemetry
+        self.workers = workers
         self.backoff = backoff or Backoff(DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX)
         self.timeout = timeout
         self.circuit = Circuit(self.backoff)
-        self._pool = Pool(self.target, CONNECT_TIMEOUT, timeout)
-        self._state = threading.Condition()
-        self._stopping = False
-        self._cursor = 0  # the highest outbox id read so far
-        self._fresh: Deque[Item] = deque()  # read, not yet sent
+        self.inflight = 0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._pool: Optional[Pool] = None
+        self._stopping = False  # send nothing new
+        self._stopped = False  # answers after this are not waited for: their payloads stay in the outbox
+        self._quiet: Optional[threading.Event] = None  # set when nothing is in flight, once stopping
+        self._cursor = 0  # the highest outbox id taken into _fresh so far
+        self._unread = True  # the outbox may hold payloads above the cursor that _fresh lacks
+        self._fresh: Deque[Item] = deque()  # taken, not yet sent
         self._retries: List[_Retry] = []  # a heap: payloads waiting for their next attempt
         self._attempts: Dict[int, int] = {}  # failed attempts of each payload being retried
-        self.inflight = 0
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._read_failed_at: Optional[float] = None
         self._refusals_logged: Set[Tuple[str, int]] = set()
         self._failures_logged: Dict[str, Tuple[float, int]] = {}  # error kind -> (last logged, suppressed since)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"delivery-{n}", daemon=True) for n in range(workers)
-        ]  # daemon: a POST hanging past the shutdown deadline must not hold the exit; its payload stays
-        outbox.on_added = self._wake
 
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver from `loop` (running on another thread) from now on."""
+        self._loop = loop
+        self._pool = Pool(self.target, CONNECT_TIMEOUT, self.timeout, loop)
+        loop.call_soon_threadsafe(self._pump)
 
     def idle(self) -> bool:
         """Nothing waits in the outbox and nothing is being posted."""
         return self.inflight == 0 and len(self.outbox) == 0
 
+    def added(self, commit: Commit) -> None:
+        """Payloads were just committed to the outbox (on the loop, in the order of their commits)."""
+        last = commit.first_id + commit.count - 1
+        if last <= self._cursor:
+            return  # read from the outbox already
+        if not self._unread and commit.first_id == self._cursor + 1 and len(self._fresh) + commit.count <= FRESH_MAX:
+            self._fresh.extend(commit.payloads())
+            self._cursor = last
+        else:
+            self._unread = True  # read back from the outbox once what is in memory went
+        self._pump()
+
     def stop(self, deadline: float) -> int:
-        """Send nothing new; wait until `deadline` (monotonic) for the POSTs in flight. Returns those still out."""
-        with self._state:
+        """Send nothing new; wait until `deadline` (monotonic) for the POSTs in flight, then close every
+        connection. Returns how many POSTs were still unanswered (their payloads stay in the outbox)."""
+        loop = self._loop
+        if loop is None:
+            return 0
+        quiet, closed = threading.Event(), threading.Event()
+        unanswered = [0]
+
+        def begin() -> None:
             self._stopping = True
-            self._state.notify_all()
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._pool.close()
-        return sum(thread.is_alive() for thread in self._threads)
+            self._cancel_timer()
+            self._quiet = quiet
+            if self.inflight == 0:
+                quiet.set()
 
-    def _wake(self) -> None:
-        with self._state:
-            self._state.notify()
+        def end() -> None:
+            self._stopped = True
+            unanswered[0] = self.inflight
+            assert self._pool is not None
+            self._pool.close()
+            closed.set()
 
-    # The workers.
+        try:
+            loop.call_soon_threadsafe(begin)
+            quiet.wait(max(0.0, deadline - time.monotonic()))
+            loop.call_soon_threadsafe(end)
+        except RuntimeError:  # the loop is closed already: nothing is in flight
+            return 0
+        closed.wait()
+        return unanswered[0]
 
-    def _work(self) -> None:
-        while True:
-            taken = self._wait_for_work()
-            if taken is None:
-                return
-            item, probe = taken
-            self.telemetry.inflight.add(1)
-            connection = self._pool.take()
-            started = time.monotonic()
-            outcome = post(connection, item)
-            self._record_request(outcome, time.monotonic() - started)
-            self._pool.give_back(connection)
-            self.telemetry.inflight.add(-1)
-            self._settle(item, probe, outcome)
+    # On the loop.
 
-    def _wait_for_work(self) -> Optional[Tuple[Item, bool]]:
-        """The next payload to post (and whether it is the circuit's probe); None once stopping."""
-        with self._state:
-            while not self._stopping:
-                now = time.monotonic()
-                if self.circuit.may_send(now):
-                    item = self._next_item(now)
-                    if item is not None:
-                        self.inflight += 1
-                        probe = self.circuit.sent()
-                        if not probe and (self._fresh or (self._retries and self._retries[0].due <= now)):
-                            self._state.notify()  # more is ready: wake one more worker (who may wake the next)
-                        return item, probe
-                    wait = self._retries[0].due - now if self._retries else IDLE_POLL
-                else:
-                    probe_in = self.circuit.wait(now)  # None: a probe is out, its answer wakes us
-                    wait = IDLE_POLL if probe_in is None else probe_in
-                self._state.wait(min(wait, IDLE_POLL))
-        return None
+    def _pump(self) -> None:
+        """Start POSTs while fewer than `workers` are in flight and payloads are due; then wait for
+        the next one due."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        while self.inflight < self.workers and self.circuit.may_send(now):
+            item = self._next_item(now)
+            if item is None:
+                break
+            probe = self.circuit.sent()
+            self._post(item, probe)
+            if probe:
+                break
+        self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        """A wake-up for the next payload due (a retry, the circuit's probe, a read to try again)."""
+        waits = []
+        if self.circuit.closed:
+            if self._retries:
+                waits.append(self._retries[0].due - now)
+        else:
+            probe_in = self.circuit.wait(now)  # None: a probe is out, its answer pumps
+            if probe_in is not None:
+                waits.append(probe_in)
+        if self._read_failed_at is not None:
+            waits.append(self._read_failed_at + READ_RETRY - now)
+        self._cancel_timer()
+        if waits:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(max(0.0, min(waits)), self._woken)
+
+    def _woken(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _next_item(self, now: float) -> Optional[Item]:
         if not self.circuit.closed and self._retries:
@@ -239,40 +290,67 @@ class Delivery:
             item = self.outbox.get(heapq.heappop(self._retries).item_id)
             if item is not None:
                 return item
-        if not self._fresh:
-            try:
-                self._fresh.extend(self.outbox.after(self._cursor, FETCH_PAGE))
-            except Exception as error:  # sqlite3.Error: the disk; the next wake-up tries again
-                log.error("cannot read the outbox: %s", error)
-            if self._fresh:
-                self._cursor = self._fresh[-1].id
+        if not self._fresh and self._unread:
+            self._read_outbox(now)
         return self._fresh.popleft() if self._fresh else None
+
+    def _read_outbox(self, now: float) -> None:
+        try:
+            page = self.outbox.after(self._cursor, FETCH_PAGE)
+        except Exception as error:  # sqlite3.Error: the disk; tried again a little later
+            if self._read_failed_at is None:
+                log.error("cannot read the outbox: %s", error)
+            self._read_failed_at = now
+            return
+        self._read_failed_at = None
+        self._fresh.extend(page)
+        if page:
+            self._cursor = page[-1].id
+        self._unread = len(page) == FETCH_PAGE
+
+    def _post(self, item: Item, probe: bool) -> None:
+        assert self._pool is not None
+        self.inflight += 1
+        self.telemetry.inflight.add(1)
+        connection = self._pool.take()
+        answered = connection.post(item.path, item.body.encode("utf-8"))
+        answered.add_done_callback(partial(self._answered, item, probe, connection, time.monotonic()))
+
+    def _answered(
+        self, item: Item, probe: bool, connection: Connection, started: float, answered: asyncio.Future[Answer]
+    ) -> None:
+        if self._stopped:
+            return  # closed at shutdown: the payload stays in the outbox
+        error = answered.exception()
+        outcome = outcome_of(answered.result()) if error is None else failure_of(error)
+        self._record_request(outcome, time.monotonic() - started)
+        assert self._pool is not None
+        self._pool.give_back(connection)
+        self.telemetry.inflight.add(-1)
+        self.inflight -= 1
+        self._settle(item, probe, outcome)
+        if self._quiet is not None and self.inflight == 0:
+            self._quiet.set()
+        self._pump()
 
     def _settle(self, item: Item, probe: bool, outcome: Outcome) -> None:
         kind = KINDS.get(item.path, {})
-        try:
-            if outcome.kind == DELIVERED:
-                self.outbox.remove(item.id)
-                self.telemetry.delivered.add(1, kind)
-                if item.received is not None:
-                    self.telemetry.delivery_duration.record(max(0.0, time.time() - item.received), kind)
-            elif outcome.kind == REFUSED:
-                self.outbox.dead_letter(item, outcome.status or 0, outcome.detail)
-                self.telemetry.dead_lettered.add(1, {**kind, "http.response.status_code": outcome.status or 0})
-                self._log_refusal(item, outcome)
-        except OutboxUnavailable as error:  # it stays in the outbox: sent again after a restart
-            log.error("cannot update the outbox after delivering payload %d: %s", item.id, error)
-        with self._state:
-            self.inflight -= 1
-            now = time.monotonic()
-            if outcome.kind == RETRY:
-                self._retry_later(item, probe, outcome, now)
-            else:
-                self._attempts.pop(item.id, None)
-                outage = self.circuit.answered()
-                if outage is not None:
-                    self._after_outage(outage)
-            self._state.notify()
+        if outcome.kind == DELIVERED:
+            self.outbox.remove(item.id)
+            self.telemetry.delivered.add(1, kind)
+            if item.received is not None:
+                self.telemetry.delivery_duration.record(max(0.0, time.time() - item.received), kind)
+        elif outcome.kind == REFUSED:
+            self.outbox.dead_letter(item, outcome.status or 0, outcome.detail)
+            self.telemetry.dead_lettered.add(1, {**kind, "http.response.status_code": outcome.status or 0})
+            self._log_refusal(item, outcome)
+        if outcome.kind == RETRY:
+            self._retry_later(item, probe, outcome, time.monotonic())
+        else:
+            self._attempts.pop(item.id, None)
+            outage = self.circuit.answered()
+            if outage is not None:
+                self._after_outage(outage)
 
     def _retry_later(self, item: Item, probe: bool, outcome: Outcome, now: float) -> None:
         attempts = self._attempts.get(item.id, 0) + 1
@@ -300,7 +378,6 @@ class Delivery:
         self._retries = [_Retry(now, retry.item_id) for retry in self._retries]
         heapq.heapify(self._retries)
         self._attempts.clear()
-        self._state.notify_all()
         log.warning(
             "%s answers again after %.1f s; delivering %d waiting payloads", self.metrics_url, seconds, len(self.outbox)
         )

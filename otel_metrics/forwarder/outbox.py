@@ -2,8 +2,13 @@
 
 A request is acknowledged only after its payloads are committed here, so a
 crash, a restart or a power cut never loses what the sender was told had been
-accepted. Requests arriving together share one commit (and one fsync): the
-first to find no commit running writes everyone's, each request all or none.
+accepted. One thread of the outbox's own writes the file: payloads added,
+delivered ones removed, refused ones moved to the dead letters are queued (the
+caller does not wait) and everything queued goes into one transaction, so
+requests arriving together share one commit (and one fsync), each request all
+or none, and a thousand deliveries one delete. A transaction that adds is synced
+before the adders hear of it; one that only removes is not (a removal lost to a
+power cut means one duplicate delivery, never a loss).
 
 One forwarder process per outbox file: a lock file beside it (`<outbox>.lock`)
 is held for the process's life, and a second forwarder is refused.
@@ -14,13 +19,16 @@ the endpoint's answer, to be listed and replayed (`otel-metrics forwarder dead-l
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import lock
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS = 1_000_000
 RESPONSE_KEPT_CHARS = 4000  # of a refusal's response body, in a dead letter
@@ -63,23 +71,36 @@ class DeadLetter(NamedTuple):
     received: Optional[float]
 
 
-class _Commit:
-    """One request's payloads, waiting for the group commit that takes them."""
+class Commit:
+    """One request's payloads, queued for the transaction that writes them; then their ids, or the error."""
 
-    __slots__ = ("items", "count", "received", "done", "error")
+    __slots__ = ("items", "count", "received", "done", "first_id", "error")
 
-    def __init__(self, items: Sequence[Tuple[str, str, int]], count: int, received: float) -> None:
+    def __init__(
+        self, items: Sequence[Tuple[str, str, int]], count: int, received: float, done: Callable[[Commit], None]
+    ) -> None:
         self.items = items
         self.count = count
         self.received = received
-        self.done = False
+        self.done = done  # called on the writer thread once the transaction ended
+        self.first_id = 0  # its rows have the ids first_id .. first_id + count - 1, in order
         self.error: Optional[sqlite3.Error] = None
 
-    def rows(self) -> Iterator[Tuple[str, str, float]]:
-        """One row per copy, made as they are written: n identical payloads never wait in memory n times."""
+    def payloads(self) -> Iterator[Item]:
+        """One item per copy, made as they are written or taken: n identical payloads never wait in
+        memory n times."""
+        item_id = self.first_id
         for path, body, copies in self.items:
             for _ in range(copies):
-                yield path, body, self.received
+                yield Item(item_id, path, body, self.received)
+                item_id += 1
+
+
+class _Refusal(NamedTuple):
+    item: Item
+    status: int
+    response: str
+    failed_at: float
 
 
 class Outbox:
@@ -88,38 +109,48 @@ class Outbox:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._lock_fd: Optional[int] = _lock_outbox(path)
         try:
-            # Two connections: adds fsync on every commit (they are acknowledged); removals
-            # need not (a removal lost to a power cut means one duplicate delivery, never a loss).
+            # All three are the writer's but the last: adds sync every commit (they are
+            # acknowledged), removals need not; reads come from other threads.
             self._adding = connect(path, synchronous="FULL")
             migrate(self._adding)
-            self._taking = connect(path, synchronous="NORMAL")
+            self._removing = connect(path, synchronous="NORMAL")
+            self._reading = connect(path, synchronous="NORMAL")
             self._count: int = self._adding.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            # Ids are given here, in order (one writer), so that each request knows its rows' ids.
+            self._next_id: int = (
+                1
+                + self._adding.execute(
+                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM outbox), 0),"
+                    " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))"
+                ).fetchone()[0]
+            )
         except sqlite3.Error:
             lock.release(self._lock_fd)
             raise
         self.max_items = max_items
-        self._state = threading.Condition()  # guards the count, the commit queue and `closed`
-        self._queue: List[_Commit] = []
-        self._queued = 0  # payloads in _queue and in the commit being written
-        self._committing = False
-        self._closed = False
-        self._take_lock = threading.Lock()  # the taking connection: reads, removals, dead letters
+        self._state = threading.Condition()  # guards the queues, the count and `closed`
+        self._adds: List[Commit] = []
+        self._queued = 0  # payloads in _adds and in the transaction being written
         self._removals: List[int] = []
-        self._removing = False
+        self._refusals: List[_Refusal] = []
+        self._writer_idle = False  # it waits for something to write: what is queued must wake it
+        self._closed = False
+        self._read_lock = threading.Lock()  # the reading connection
         self.write_error: Optional[str] = None  # the last write's failure, None once one succeeds
-        self.on_added: Callable[[], None] = lambda: None  # the delivery's wake-up
+        self._writer = threading.Thread(target=self._write, name="outbox-writer", daemon=True)
+        self._writer.start()
 
     def __len__(self) -> int:
         """Payloads waiting (not yet delivered nor dead-lettered)."""
         return self._count
 
-    def add(self, items: Sequence[Tuple[str, str, int]]) -> None:
-        """Commit `copies` rows of each (path, body, copies) in one transaction, all or none;
-        returns once they are on disk. The bound is checked on the count, before any row is made."""
+    def submit(self, items: Sequence[Tuple[str, str, int]], done: Callable[[Commit], None]) -> None:
+        """Queue `copies` rows of each (path, body, copies), to be committed in one transaction, all or
+        none; `done(commit)` runs on the writer thread once they are on disk (or could not be:
+        commit.error). Raises OutboxUnavailable at once when they do not fit under the bound, checked on
+        the count before any row is made."""
         count = sum(copies for _, _, copies in items)
-        if not count:
-            return
-        commit = _Commit(items, count, time.time())
+        commit = Commit(items, count, time.time(), done)
         with self._state:
             if self._closed:
                 raise OutboxUnavailable("the forwarder is shutting down")
@@ -128,51 +159,96 @@ class Outbox:
             # refusing it would make the collector retry it forever (the receiver bounds requests).
             if waiting and waiting + count > self.max_items:
                 raise OutboxUnavailable(f"the outbox is full ({waiting} payloads waiting)")
-            self._queue.append(commit)
+            self._adds.append(commit)
             self._queued += count
-            while not commit.done:
-                if self._committing:
+            self._wake_writer()
+
+    def remove(self, item_id: int) -> None:
+        """A delivered payload leaves (queued: the caller does not wait)."""
+        with self._state:
+            self._count -= 1
+            self._removals.append(item_id)
+            self._wake_writer()
+
+    def dead_letter(self, item: Item, status: int, response: str) -> None:
+        """Move a payload the endpoint refused for good to the dead letters, with its answer (queued)."""
+        with self._state:
+            self._count -= 1
+            self._refusals.append(_Refusal(item, status, response[:RESPONSE_KEPT_CHARS], time.time()))
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writer_idle:  # (holding _state) a busy writer takes the queue when it is done
+            self._writer_idle = False
+            self._state.notify_all()
+
+    # The writer.
+
+    def _write(self) -> None:
+        while True:
+            with self._state:
+                while not (self._adds or self._removals or self._refusals):
+                    if self._closed:
+                        return
+                    self._writer_idle = True
                     self._state.wait()
-                    continue
-                self._commit_queue()
-        if commit.error is not None:  # disk full, read-only, locked by another process...
-            raise OutboxUnavailable(f"the outbox cannot be written: {commit.error}")
-        self.on_added()
+                adds, self._adds = self._adds, []
+                removals, self._removals = self._removals, []
+                refusals, self._refusals = self._refusals, []
+                first_id = self._next_id
+                for commit in adds:
+                    commit.first_id = self._next_id
+                    self._next_id += commit.count
+            error = self._transaction(adds, removals, refusals)
+            added = sum(commit.count for commit in adds)
+            with self._state:
+                self._queued -= added
+                if error is None:
+                    self._count += added
+                else:
+                    self._next_id = first_id  # nothing was written: the ids are free again
+                self.write_error = None if error is None else str(error)
+                self._state.notify_all()  # close() waits for the queues to empty
+            if error is not None and (removals or refusals):
+                # They stay in the outbox: sent again after a restart, a duplicate, never a loss.
+                log.error("cannot update the outbox after %d deliveries: %s", len(removals) + len(refusals), error)
+            for commit in adds:
+                commit.error = error
+                commit.done(commit)
 
-    def _commit_queue(self) -> None:
-        """Write every queued request in one transaction (called holding _state, which it lets go meanwhile)."""
-        batch, self._queue = self._queue, []
-        self._committing = True
-        self._state.release()
-        error: Optional[sqlite3.Error] = None
+    def _transaction(
+        self, adds: List[Commit], removals: List[int], refusals: List[_Refusal]
+    ) -> Optional[sqlite3.Error]:
+        db = self._adding if adds else self._removing
         try:
-            with self._adding:  # one transaction: committed, or rolled back on error
-                self._adding.executemany(
-                    "INSERT INTO outbox (path, body, received) VALUES (?, ?, ?)",
-                    (row for commit in batch for row in commit.rows()),
-                )
-        except sqlite3.Error as failure:
-            error = failure
-        finally:
-            self._state.acquire()
-        self._committing = False
-        added = sum(commit.count for commit in batch)
-        self._queued -= added
-        if error is None:
-            self._count += added
-        self.write_error = None if error is None else str(error)
-        for commit in batch:
-            commit.done, commit.error = True, error
-        self._state.notify_all()
+            with db:  # one transaction: committed, or rolled back on error
+                if adds:
+                    db.executemany(
+                        "INSERT INTO outbox (id, path, body, received) VALUES (?, ?, ?, ?)",
+                        (item for commit in adds for item in commit.payloads()),
+                    )
+                if refusals:
+                    db.executemany(
+                        "INSERT INTO dead_letters (path, body, status, response, failed_at, received)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        [(r.item.path, r.item.body, r.status, r.response, r.failed_at, r.item.received)
+                         for r in refusals],
+                    )  # fmt: skip
+                    removals = removals + [refusal.item.id for refusal in refusals]
+                if removals:
+                    db.executemany("DELETE FROM outbox WHERE id = ?", [(item_id,) for item_id in removals])
+        except sqlite3.Error as error:  # disk full, read-only, locked by another process...
+            return error
+        return None
 
-    # Delivery's side.
+    # Reads (from any thread).
 
     def after(self, last_id: int, limit: int) -> List[Item]:
         """The oldest payloads with an id above last_id."""
-        with self._take_lock:
+        with self._read_lock:
             if self._closed:
                 return []
-            rows = self._taking.execute(
+            rows = self._reading.execute(
                 "SELECT id, path, body, received FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)
             ).fetchall()
         return [Item(*row) for row in rows]
@@ -181,93 +257,40 @@ class Outbox:
         return self.after(0, limit)
 
     def get(self, item_id: int) -> Optional[Item]:
-        with self._take_lock:
+        with self._read_lock:
             if self._closed:
                 return None
-            row = self._taking.execute(
+            row = self._reading.execute(
                 "SELECT id, path, body, received FROM outbox WHERE id = ?", (item_id,)
             ).fetchone()
         return Item(*row) if row else None
 
     def oldest_received(self) -> Optional[float]:
         """When the oldest waiting payload was committed (None: nothing waits, or its time is unknown)."""
-        with self._take_lock:
+        with self._read_lock:
             if self._closed:
                 return None
-            row = self._taking.execute("SELECT received FROM outbox ORDER BY id LIMIT 1").fetchone()
+            row = self._reading.execute("SELECT received FROM outbox ORDER BY id LIMIT 1").fetchone()
         return row[0] if row else None
 
-    def remove(self, item_id: int) -> None:
-        """A delivered payload leaves. Removals arriving together share one (unsynced) commit."""
-        with self._state:
-            self._count -= 1
-            self._removals.append(item_id)
-        self._flush_removals()
-
-    def _flush_removals(self) -> None:
-        with self._state:
-            if self._removing:
-                return  # the thread removing now takes these too before it stops
-            self._removing = True
-        try:
-            while True:
-                with self._state:
-                    batch, self._removals = self._removals, []
-                    if not batch:
-                        self._removing = False
-                        return
-                self._write_taking("DELETE FROM outbox WHERE id = ?", [(item_id,) for item_id in batch])
-        except BaseException:
-            with self._state:
-                self._removing = False
-            raise
-
-    def dead_letter(self, item: Item, status: int, response: str) -> None:
-        """Move a payload the endpoint refused for good to the dead letters, with its answer."""
-        with self._state:
-            self._count -= 1
-        self._write_taking(
-            "INSERT INTO dead_letters (path, body, status, response, failed_at, received) VALUES (?, ?, ?, ?, ?, ?)",
-            [(item.path, item.body, status, response[:RESPONSE_KEPT_CHARS], time.time(), item.received)],
-            then=("DELETE FROM outbox WHERE id = ?", [(item.id,)]),
-        )
-
-    def _write_taking(
-        self, sql: str, rows: Iterable[Tuple[Any, ...]], then: Optional[Tuple[str, Iterable[Tuple[Any, ...]]]] = None
-    ) -> None:
-        with self._take_lock:
-            if self._closed:
-                return  # a POST that outlived shutdown: the payload stays, and is sent again (never lost)
-            try:
-                with self._taking:
-                    self._taking.executemany(sql, rows)
-                    if then is not None:
-                        self._taking.executemany(*then)
-                self.write_error = None
-            except sqlite3.Error as error:
-                # The payload stays in the outbox: sent again after a restart, a duplicate, never a loss.
-                self.write_error = str(error)
-                raise OutboxUnavailable(f"the outbox cannot be written: {error}") from error
-
     def dead_letter_count(self) -> int:
-        with self._take_lock:
+        with self._read_lock:
             if self._closed:
                 return 0
-            count: int = self._taking.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            count: int = self._reading.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
             return count
 
     def close(self) -> None:
-        """Wait for the commit being written, then close; adds after this raise OutboxUnavailable."""
+        """Write what is queued, then close; submits after this raise OutboxUnavailable."""
         with self._state:
             self._closed = True
-            while self._committing:
-                self._state.wait()
-        self._flush_removals()
-        with self._take_lock, self._state:
+            self._state.notify_all()
+        self._writer.join()
+        with self._read_lock:
             if self._lock_fd is None:
                 return
-            self._adding.close()
-            self._taking.close()
+            for db in (self._adding, self._removing, self._reading):
+                db.close()
             lock.release(self._lock_fd)
             self._lock_fd = None
 
