@@ -217,7 +217,7 @@ def _outbox_counts(path: str) -> Tuple[Optional[int], Optional[Tuple[int, int, s
 
 def _spool(state: str) -> Finding:
     names = spool.pending(state)
-    inputs = spool.hook_inputs(state)  # an exporter turns them into records at once: it did not run
+    inputs = spool.hook_inputs(state)  # a SessionEnd's wake turns its input into a record at once: one did not
     if not names and not inputs:
         return Finding(OK, "spool", "nothing waiting")
     oldest = spool.written_ns(names[0]) if names else 0

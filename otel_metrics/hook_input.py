@@ -113,6 +113,8 @@ def adopt(state: str, wait_seconds: float = 0.0) -> "Optional[List[str]]":
     record, so nothing is counted twice. The shell writes an input in place (no rename): one that
     does not parse yet may be being written, and is set aside only once WRITING_SECONDS have passed.
     """
+    if not spool.hook_inputs(state):
+        return []  # the common case, every round of the exporter's loop: no lock to take
     directory = spool.directory(state)
     deadline = time.monotonic() + wait_seconds
     while True:

@@ -211,9 +211,8 @@ class Exporter:
         known: Set[str] = set()
         while True:
             now = time.monotonic()
-            for problem in (
-                hook_input.adopt(self.state) or ()
-            ):  # what a lost wake left: its hook's wake takes it at once
+            # What a lost wake left (a hook's own wake takes its input at once).
+            for problem in hook_input.adopt(self.state) or ():
                 log.error("%s", problem)
             names = spool.pending(self.state)
             poked = watch.poked()
