@@ -1,7 +1,7 @@
 """Events per second through the forwarder into a legacy-endpoint stand-in, and the latency of each.
 
 Real processes on loopback: `otel-metrics forwarder` (default settings: 10 delivery
-workers) posting to `tests/legacy_sink.py` (answers 200 at once, or after 50 ms),
+workers) posting to `tests/support/legacy_sink.py` (answers 200 at once, or after 50 ms),
 fed OTLP/HTTP requests of distinct events (1 per request, as a hook sends, and
 100, as a collector batches) by keep-alive senders. For each run: events/s
 delivered (first request sent to last 2xx), and p50/p99 latency from an event's
@@ -10,7 +10,8 @@ from a direct keep-alive client with as many connections as the forwarder has
 workers, in the same run, and the forwarder's CPU time per event (which a busy
 machine does not inflate the way it does wall time). Then a paced run at 500 events/s (p99 must stay under
 1 s), the collector path (`collector -> forwarder -> sink`), measured the same
-way, and the forwarder's peak RSS.
+way, and the forwarder's peak RSS. The one-event runs into the immediate sink are made on each
+event loop (`--event-loop asyncio` and `uvloop`), alternating; the others on the default.
 
     make collector && .venv/bin/python benchmarks/forwarder_throughput.py [--events 6000] [--slow-events 1500]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -43,6 +45,7 @@ from support.processes import ForwarderProcess, ServerProcess, cpu_seconds, peak
 SENDERS = 4  # keep-alive connections posting OTLP at once
 MANY_SENDERS = 16  # a gateway forwarder's many exporters: acknowledged requests then share commits
 WORKERS = 10  # the forwarder's default
+LOOPS = ("asyncio", "uvloop")  # the one-event runs are made on each, side by side
 SLOW_SECONDS = 0.05
 PACED_RATE = 500.0  # events/s
 CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *([0-9]+)")
@@ -247,7 +250,8 @@ def main() -> None:
 
     print(
         f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"forwarder with {WORKERS} workers, {SENDERS} OTLP senders"
+        f"forwarder with {WORKERS} workers, {SENDERS} OTLP senders; default event loop (and the sink's): "
+        f"{'uvloop' if importlib.util.find_spec('uvloop') else 'asyncio'}"
     )
     rows: List[Tuple[str, str, float, Dict[str, float], float]] = []
     with tempfile.TemporaryDirectory(prefix="forwarder-bench-") as tmp:
@@ -264,25 +268,26 @@ def main() -> None:
                 "50 ms": sink_capacity(sinks["50 ms"], args.slow_events),
             }
 
-            def forwarder_to(sink: str, label: str) -> ForwarderProcess:
-                process = ForwarderProcess(sinks[sink], workdir / f"outbox-{label}.sqlite", [], None)
+            def forwarder_to(sink: str, label: str, event_loop: str = "auto") -> ForwarderProcess:
+                args = ["--event-loop", event_loop]
+                process = ForwarderProcess(sinks[sink], workdir / f"outbox-{label}.sqlite", args, None)
                 started.append(process)
                 return process.start()
 
-            plan = [  # sink, events per request, senders, events
-                ("immediate", 1, SENDERS, args.events),
-                ("immediate", 1, MANY_SENDERS, args.events),
-                ("immediate", 100, SENDERS, args.events),
-                ("50 ms", 1, SENDERS, args.slow_events),
-                ("50 ms", 100, SENDERS, args.slow_events),
+            plan = [  # sink, events per request, senders, events, event loop
+                *(("immediate", 1, n, args.events, loop) for n in (SENDERS, MANY_SENDERS) for loop in LOOPS),
+                ("immediate", 100, SENDERS, args.events, "auto"),
+                ("50 ms", 1, SENDERS, args.slow_events, "auto"),
+                ("50 ms", 100, SENDERS, args.slow_events, "auto"),
             ]
-            for sink, per_request, senders, events in plan:
-                label = f"{sink.split()[0]}-{per_request}-{senders}"
-                forwarder = forwarder_to(sink, label)
+            for sink, per_request, senders, events, event_loop in plan:
+                label = f"{sink.split()[0]}-{per_request}-{senders}-{event_loop}"
+                forwarder = forwarder_to(sink, label, event_loop)
                 result = Run(label, events, per_request, senders).measure(
                     forwarder.proc.pid, forwarder.url, sinks[sink], args.timeout
                 )
                 path = f"forwarder, {per_request} ev/request" + (f", {senders} senders" if senders != SENDERS else "")
+                path += f", {event_loop}" if event_loop != "auto" else ""
                 rows.append((path, sink, capacity[sink], result, peak_rss_mb(forwarder.proc.pid)))
                 forwarder.stop()
 

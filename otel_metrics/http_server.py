@@ -31,10 +31,11 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, cast
 from urllib.parse import urlsplit
 
 from .deadline import Deadline
+from .event_loop import AUTO, new_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,10 @@ class HttpServer:
         bounds: ConnectionBounds = DEFAULT_BOUNDS,
         lengths_only: bool = False,
         respond: Optional[Responder] = None,
+        event_loop: str = AUTO,
     ) -> None:
         """One of handle and respond answers; lengths_only: a body must come with a Content-Length
-        (411 for chunked or none)."""
+        (411 for chunked or none); event_loop: see event_loop.py (EventLoopUnavailable)."""
         if (handle is None) == (respond is None):
             raise ValueError("an HttpServer needs one of handle and respond")
         self.handle = handle
@@ -137,10 +139,14 @@ class HttpServer:
         # Bodies of every connection in memory at once: a few of the largest, however many connect.
         self.buffer_bytes = max(64 * 1024 * 1024, 4 * max_body_bytes)
         self.buffered = 0
-        self._socket = _listening_socket(host, port)
+        self.loop = new_event_loop(event_loop)  # the server's thread runs it: others may use it too
+        try:
+            self._socket = _listening_socket(host, port)
+        except BaseException:
+            self.loop.close()
+            raise
         self.address: Tuple[str, int] = self._socket.getsockname()[:2]
         self._connections: Dict[_Connection, None] = {}  # in the order they opened
-        self.loop = asyncio.new_event_loop()  # the server's thread runs it: others may use it too
         self._pool = (
             ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix=f"{name}-handler") if handle is not None else None
         )
@@ -343,12 +349,11 @@ class _Connection(asyncio.Protocol):
     # asyncio's callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's are not asyncio.Transport subclasses)
         if not self.server.opened(self):
             self.state = _CLOSED
-            transport.write(self._render(text_response(503, "too many connections; retry later"), close=True))
-            transport.close()
+            self.transport.write(self._render(text_response(503, "too many connections; retry later"), close=True))
+            self.transport.close()
             return
         self._wait(IDLE_SECONDS, self._idle_expired)
 

@@ -48,6 +48,9 @@ SESSION = Session(
                       bash_call_count=2, grep_call_count=1, total_input_tokens=40, cache_read_tokens=900),
 )  # fmt: skip
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
+# The tests that matter most where the server's loop differs run on both kinds; the rest on the
+# default (uvloop in the test venv, asyncio's in the plugin's: the acceptance tests cover that one).
+EVENT_LOOPS = pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
 
 
 def send(url: str, events: List[Event] = (), sessions: List[Session] = ()) -> None:
@@ -72,14 +75,16 @@ def gate(endpoint_server: EndpointProcess) -> Iterator[LegacySink]:
     gate.close()
 
 
-def test_otlp_in_whole_legacy_payloads_out(endpoint_server: EndpointProcess, start_forwarder) -> None:
-    forwarder = start_forwarder(endpoint_server.url)
+@EVENT_LOOPS
+def test_otlp_in_whole_legacy_payloads_out(endpoint_server: EndpointProcess, start_forwarder, event_loop: str) -> None:
+    forwarder = start_forwarder(endpoint_server.url, args=["--event-loop", event_loop])
     send(forwarder.otlp_url, events=[COMMAND, SKILL, COMMAND], sessions=[SESSION])
     wait_for(lambda: len(endpoint_server.events()) == 3 and len(endpoint_server.sessions()) == 1)
     expected_events = [event_payload(COMMAND), event_payload(COMMAND), event_payload(SKILL)]
     assert by_text(endpoint_server.events()) == by_text(expected_events)  # the same event twice stays two
     assert endpoint_server.sessions() == [session_payload(SESSION)]
     assert forwarder.stop() == 0  # SIGTERM: a clean exit
+    assert f"event loop {event_loop}" in forwarder.log()
 
 
 def test_endpoint_errors_are_retried_until_it_recovers(gate: LegacySink, endpoint_server, start_forwarder) -> None:
@@ -320,8 +325,9 @@ def test_a_slow_endpoint_times_out_then_delivers(gate: LegacySink, endpoint_serv
     assert "timed out" in forwarder.log()
 
 
+@EVENT_LOOPS
 def test_one_request_hanging_forever_does_not_hold_up_the_others(
-    gate: LegacySink, endpoint_server, start_forwarder
+    gate: LegacySink, endpoint_server, start_forwarder, event_loop: str
 ) -> None:
     stuck = Event("skill", "stuck", 0, "stuck-sess", 1761827696, USER, "1.0", "linux")
     first = [True]
@@ -333,7 +339,7 @@ def test_one_request_hanging_forever_does_not_hold_up_the_others(
         return None
 
     gate.answer = answer
-    forwarder = start_forwarder(gate.url, args=["--timeout", "5"])
+    forwarder = start_forwarder(gate.url, args=["--timeout", "5", "--event-loop", event_loop])
     assert post_metrics(forwarder.url, stuck).status_code == 200
     wait_for(lambda: None in gate.statuses())  # it hangs
     others = skills(30)
@@ -376,11 +382,12 @@ def post_until_refused(url: str) -> requests.Response:
     return refused[0]  # (a 503 Response is falsy: wait_for gets it in a list)
 
 
+@EVENT_LOOPS
 def test_sigterm_lets_posts_in_flight_finish_and_keeps_the_rest(
-    gate: LegacySink, endpoint_server, start_forwarder
+    gate: LegacySink, endpoint_server, start_forwarder, event_loop: str
 ) -> None:
     gate.delay = 3.0
-    forwarder = start_forwarder(gate.url, args=["--workers", "2"])
+    forwarder = start_forwarder(gate.url, args=["--workers", "2", "--event-loop", event_loop])
     events = skills(6)
     assert post_metrics(forwarder.url, *events).status_code == 200
     wait_for(lambda: len(gate.seen) == 0 and gate.connections == 2)  # two POSTs in flight, none answered
@@ -413,8 +420,9 @@ def test_sigterm_does_not_wait_past_its_deadline_for_a_hanging_post(
     assert endpoint_server.events() == [event_payload(SKILL)]
 
 
-def test_garbage_and_oversized_otlp_while_valid_traffic_flows(endpoint_server, start_forwarder) -> None:
-    forwarder = start_forwarder(endpoint_server.url, args=["--max-body-bytes", "20000"])
+@EVENT_LOOPS
+def test_garbage_and_oversized_otlp_while_valid_traffic_flows(endpoint_server, start_forwarder, event_loop) -> None:
+    forwarder = start_forwarder(endpoint_server.url, args=["--max-body-bytes", "20000", "--event-loop", event_loop])
     valid = [skills(5, prefix=f"v{n}") for n in range(20)]
     oversized = otlp_metrics(*skills(200, prefix="big"))
     assert len(oversized) > 20000
@@ -794,10 +802,12 @@ def test_200_senders_connecting_at_once_are_all_answered(endpoint_server: Endpoi
     assert by_text(endpoint_server.events()) == by_text([event_payload(event) for event in events])
 
 
+@EVENT_LOOPS
 def test_slow_connections_neither_outlast_their_deadline_nor_starve_others(
-    endpoint_server: EndpointProcess, start_forwarder
+    endpoint_server: EndpointProcess, start_forwarder, event_loop: str
 ) -> None:
-    forwarder = start_forwarder(endpoint_server.url, args=["--max-connections", "50", "--request-timeout", "2"])
+    args = ["--max-connections", "50", "--request-timeout", "2", "--event-loop", event_loop]
+    forwarder = start_forwarder(endpoint_server.url, args=args)
     slow = Tricklers(forwarder.port, 100)  # a byte every 0.3 s each: no read ever waits long
     try:
         wait_for(lambda: slow.open() <= 50)  # at the bound, the oldest made room for the newest

@@ -49,15 +49,22 @@ def connect(server: HttpServer) -> socket.socket:
 
 
 def read_answer(sock: socket.socket) -> bytes:
-    """One answer with a Content-Length, from a connection that stays open."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
+    """One answer with a Content-Length, from a connection that stays open; never a byte of the next
+    (pipelined answers may arrive in one segment): the head a byte at a time, then the body exactly."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"closed after {head!r}")
+        head += byte
     length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+    body = b""
     while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            raise ConnectionError(f"closed after {head + body!r}")
+        body += chunk
+    return head + body
 
 
 def status_line(answer: bytes) -> bytes:

@@ -20,6 +20,7 @@ import time
 from typing import Optional, Tuple
 
 from ..backoff import Backoff
+from ..event_loop import AUTO
 from ..http_server import DEFAULT_BOUNDS, ConnectionBounds
 from .delivery import DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT, DEFAULT_WORKERS, Delivery
 from .outbox import DEFAULT_MAX_ITEMS, Outbox
@@ -53,6 +54,7 @@ class Forwarder:
         telemetry: Optional[Telemetry] = None,
         prometheus: bool = False,
         bounds: ConnectionBounds = DEFAULT_BOUNDS,
+        event_loop: str = AUTO,
     ) -> None:
         self.telemetry = telemetry or disabled()
         self.outbox = Outbox(outbox_path, max_items=max_outbox_items)
@@ -68,6 +70,7 @@ class Forwarder:
                 self.readiness,
                 prometheus,
                 bounds,
+                event_loop,
             )
         except BaseException:
             self.outbox.close()

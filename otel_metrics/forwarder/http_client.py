@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 import urllib.request
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union, cast
 from urllib.parse import unquote, urlsplit
 
 from ..config import is_loopback_url
@@ -337,8 +337,7 @@ class Connection(asyncio.Protocol):
     # asyncio's callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # (uvloop's are not asyncio.Transport subclasses)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:

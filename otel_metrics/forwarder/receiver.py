@@ -32,6 +32,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..event_loop import AUTO
 from ..http_server import (
     DEFAULT_BOUNDS,
     ConnectionBounds,
@@ -78,6 +79,7 @@ class OtlpReceiver:
         readiness: Callable[[], Checks] = dict,
         prometheus: bool = False,
         bounds: ConnectionBounds = DEFAULT_BOUNDS,
+        event_loop: str = AUTO,
     ) -> None:
         self.outbox = outbox
         self.max_body_bytes = max_body_bytes
@@ -98,6 +100,7 @@ class OtlpReceiver:
             error_page=self.error_page,
             bounds=bounds,
             respond=self.respond,
+            event_loop=event_loop,
         )
         self.loop = self.http.loop
         self.address = self.http.address
