@@ -50,6 +50,11 @@ def loads(text: str) -> "Any":
         value, end = _scan(text, start)
     except StopIteration as stop:
         raise ValueError(f"not JSON at character {stop.value}") from None
+    except SystemError:
+        # Before 3.12 the scanner raises json.decoder's error only once that module is imported (which
+        # this module avoids); else this. Its position is lost: the input ends in an unfinished string,
+        # a bad escape, or a missing delimiter.
+        raise ValueError("not JSON (an unfinished string, a bad escape or a missing delimiter)") from None
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     if text[end:].strip(_WHITESPACE):
