@@ -1,11 +1,12 @@
 """Hook input -> spool record: what one Claude Code hook invocation is worth recording.
 
-The hook entry (hook/main.py) applies it to stdin at once. The plugin's shell entry writes
-a SessionEnd's input into the spool as it came (spool.HOOK_INPUT_SUFFIX), so that Claude
-Code waits for no interpreter; `adopt` turns such inputs into records: the wake that shell
-starts in the background does so at once (a SessionEnd record notes how far its transcript
-reached when the session ended: a resume started later belongs to the next report), the
-exporter for any a lost wake left. Stdlib only: it runs on the hooks' fast path.
+The plugin's shell entry writes each hook's input into the spool as it came
+(spool.HOOK_INPUT_SUFFIX), so that no interpreter starts on the hook's path; `adopt`
+turns such inputs into records: the wake that shell starts in the background does so at
+once (a SessionEnd record notes how far its transcript reached when the session ended: a
+resume started later belongs to the next report), the exporter for any a lost wake left.
+The hook entry (hook/main.py) applies the same rules to stdin, where the shell cannot
+write the spool. Stdlib only.
 """
 
 import os
@@ -103,7 +104,7 @@ def wakes(record: "Mapping[str, Any]") -> bool:
     return bool(record["record"] != spool.SESSION_START)
 
 
-def adopt(state: str, wait_seconds: float = 0.0) -> "Optional[List[str]]":
+def adopt(state: str, wait_seconds: float = 0.0, written: str = "") -> "Optional[List[str]]":
     """Turn every hook input in the spool into its record, or set it aside; return what was wrong
     with the inputs set aside (for the caller's log), or None when another adopter held the lock
     for longer than wait_seconds (it takes them).
@@ -111,7 +112,8 @@ def adopt(state: str, wait_seconds: float = 0.0) -> "Optional[List[str]]":
     Under the lock, an input is read, its record written whole under a name made from the input's
     (its time, its tag) and only then removed: adopted again after a crash, it overwrites the same
     record, so nothing is counted twice. The shell writes an input in place (no rename): one that
-    does not parse yet may be being written, and is set aside only once WRITING_SECONDS have passed.
+    does not parse yet may be being written, and is set aside only once WRITING_SECONDS have passed;
+    but for `written`, the input whose shell started this wake once it had written it whole.
     """
     if not spool.hook_inputs(state):
         return []  # the common case, every round of the exporter's loop: no lock to take
@@ -132,15 +134,25 @@ def adopt(state: str, wait_seconds: float = 0.0) -> "Optional[List[str]]":
         for name in spool.hook_inputs(state):
             try:
                 with open(os.path.join(directory, name), "rb") as stream:
-                    fired_ns = os.fstat(stream.fileno()).st_mtime_ns
-                    record = record_for(read(stream), fired_ns)
+                    status = os.fstat(stream.fileno())
+                    fired_ns = status.st_mtime_ns
+                    # Too large whatever follows, and no place for it in the rejected records.
+                    received = None if status.st_size > MAX_INPUT_BYTES else read(stream)
             except FileNotFoundError:
                 continue
             except BadInput as problem:
-                if time.time_ns() - fired_ns < WRITING_SECONDS * 1e9:
+                if name != written and time.time_ns() - fired_ns < WRITING_SECONDS * 1e9:
                     continue
                 spool.set_aside(state, name, str(problem))
                 problems.append(f"{problem} (set aside in {os.path.join(state, spool.REJECTED_DIR)})")
+                continue
+            try:
+                if received is None:
+                    raise BadInput(f"hook input over {MAX_INPUT_BYTES} bytes: ignored")
+                record = record_for(received, fired_ns)
+            except BadInput as problem:  # whole, yet unusable: said, not kept (it may hold a prompt)
+                spool.remove(state, name)
+                problems.append(str(problem))
                 continue
             if record is not None:
                 suffix = spool.SUFFIX if wakes(record) else spool.NO_WAKE_SUFFIX

@@ -160,7 +160,7 @@ def test_session_end_waits_for_no_interpreter(state: Path, env: dict, held_wake:
     [spooled] = (state / "spool").glob("*" + spool.HOOK_INPUT_SUFFIX)
     assert spooled.read_bytes() == data
     assert spooled.stat().st_mode & 0o077 == 0  # the user's alone
-    assert list(spool_records(state)) == [] and log_lines(state) == []
+    assert list(spool_records(state, adopted=False)) == [] and log_lines(state) == []
     assert spool.has_work(str(state))  # a later hook wakes an exporter for it, should this wake be lost
     held_wake.release()
     [record] = wait_for(lambda: list(spool_records(state)), what="the background wake adopted the input")
@@ -239,6 +239,7 @@ def test_bad_session_end_input_is_set_aside_when_adopted(
 def test_ten_megabytes_of_stdin(state: Path, env: dict) -> None:
     result = run_hook(b"x" * (10 * 1024 * 1024), env)
     assert_silent(result)
+    assert list(spool_records(state)) == []  # (once the background wake is done with it)
     assert len(log_lines(state)) == 1
 
 
@@ -267,6 +268,17 @@ def test_state_directory_that_cannot_be_used(tmp_path: Path) -> None:
     assert [r.get("name", r["record"]) for r in spool_records(fallback)] == ["jira:solve", "jira:close", "session_end"]
     [line] = log_lines(fallback)
     assert f"cannot record in {not_a_dir} (Not a directory): recording in {fallback} instead" in line
+
+
+def test_once_the_state_directory_can_be_used_again_the_fallback_is_sent(state: Path, tmp_path: Path) -> None:
+    """Records the fallback took while the state directory could not be written wait for the next hook."""
+    env = hook_env(state, DEAD_COLLECTOR)
+    fallback = Path(config.fallback_state_dir(env))
+    spool.append(str(fallback), {"record": "event", "name": "jira:solve"}, wake=True)
+    with exporter_lock_held(fallback):  # the fallback's exporter runs: the hook pokes it
+        assert_silent(run_hook(session_input("SessionStart", "s-2", tmp_path / "t.jsonl"), env))
+        wait_for(lambda: spool.last_poke(str(fallback)), what="the fallback's exporter poked")
+    assert [r["record"] for r in spool_records(state)] == ["session_start"]
 
 
 def test_no_usable_state_directory_at_all_stays_silent(tmp_path: Path) -> None:

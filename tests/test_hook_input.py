@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from otel_metrics import hook_input, spool
+from support.paths import REPO
 from support.plugin_hooks import session_input, spool_records
 
 
@@ -111,3 +114,33 @@ def test_one_adopter_at_a_time(state: Path) -> None:
         lock.release(fd)
     assert hook_input.adopt(str(state)) == []
     assert [r["session_id"] for r in spool_records(state)] == ["s-1"]
+
+
+def test_input_that_will_never_parse_is_bad_input_even_where_json_is_not_imported() -> None:
+    """The hooks' reader (fastjson) runs without `json` imported: CPython's scanner then raises no error of
+    its own for an unfinished string or a bad escape (a SystemError), which must still read as not JSON."""
+    code = (
+        "import io\nfrom otel_metrics import hook_input\n"
+        'for raw in (b\'{"session_id": "s", "prompt": "/x\', b\'{"a": "\\\\q"}\', b\'{"a" 1}\', b\'[1,\'):\n'
+        "    try:\n        hook_input.read(io.BytesIO(raw))\n"
+        "    except hook_input.BadInput as problem:\n        print(problem)\n"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("hook input is not JSON") for line in lines), done
+
+
+def test_input_over_the_bound_is_removed_and_said_not_set_aside(state: Path) -> None:
+    path = spool_input(state, "hook-3", {}, 10**18)
+    path.write_bytes(b"x" * (hook_input.MAX_INPUT_BYTES + 1))
+    [problem] = hook_input.adopt(str(state), written="hook-3.hookinput")
+    assert "over" in problem and "bytes" in problem
+    assert spool.hook_inputs(str(state)) == [] and not (state / spool.REJECTED_DIR).exists()
+
+
+def test_whole_input_without_a_session_is_said_and_removed_at_once(state: Path) -> None:
+    """Unlike input that does not parse yet, it cannot be being written: no wait, and nothing kept (a prompt)."""
+    spool_input(state, "hook-4", {"hook_event_name": "UserPromptExpansion", "prompt": "/x:y secret"}, time.time_ns())
+    [problem] = hook_input.adopt(str(state))
+    assert "without session_id" in problem
+    assert spool.hook_inputs(str(state)) == [] and not (state / spool.REJECTED_DIR).exists()

@@ -69,8 +69,12 @@ def test_a_missing_or_old_python3_is_said_once_and_silently(state: Path, tmp_pat
     for _ in range(2):
         result = run_hook(prompt_input("/jira:solve"), env)
         assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
-    [line] = log_lines(state)
+        # (an old python3 says so from the background wake: the next hook comes once it has)
+        [line] = wait_for(lambda: log_lines(state), what="the line saying what is wrong")
     assert said in line
+    # Nothing can adopt the hooks' inputs: not kept (they hold prompts).
+    wait_for(lambda: not list((state / "spool").glob("*.hookinput")), what="the old python3 removed the inputs")
+    assert len(log_lines(state)) == 1
 
 
 def test_the_plugins_own_venv_runs_the_hooks_once_it_exists(state: Path, tmp_path: Path) -> None:
@@ -80,7 +84,8 @@ def test_the_plugins_own_venv_runs_the_hooks_once_it_exists(state: Path, tmp_pat
     (venv_bin / "python").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
     (venv_bin / "python").chmod(0o755)
     run_hook(prompt_input("/jira:solve"), plain_env(state))
-    assert calls.read_text().split() == ["-S", str(PLUGIN / "scripts" / "run.py"), "hook"]
+    called = wait_for(lambda: calls.exists() and calls.read_text().split(), what="the background wake started")
+    assert called[:3] == ["-S", str(PLUGIN / "scripts" / "run.py"), "wake"]  # the hook's input file follows
 
 
 def test_an_unrelated_otel_metrics_package_cannot_shadow_the_plugins(state: Path, tmp_path: Path, sink) -> None:

@@ -1,5 +1,6 @@
-"""Hook entry point: stdin JSON -> decision -> spool record -> wake the exporter; and the
-wake alone, for a hook input scripts/run spooled itself (SessionEnd).
+"""Hook entry point: the wake, for a hook input scripts/run spooled itself (its record, then the
+exporter); and stdin JSON -> decision -> spool record -> wake the exporter, where the shell
+could not spool it (or metrics are disabled, or verbose).
 
 Runs inside the user's Claude Code session: prints nothing on stdout, exits 0
 whatever happens, and leaves everything slow (the OTel SDK, transcript parsing,
@@ -31,17 +32,20 @@ def main() -> None:
 
 
 def wake() -> None:
-    """Entry for scripts/run's background start, once it has spooled a hook's input itself: turn it
-    into its record, start the exporter unless one runs. Never raises, always exits 0."""
+    """Entry for scripts/run's background start (`run.py wake <input file name>`), once it has spooled
+    a hook's input itself: turn it into its record, start the exporter unless one runs. Never raises,
+    always exits 0."""
     try:
         _leave_claude_codes_session()
         os.umask(0o077)
         state = config.state_dir(os.environ)
+        written = os.path.basename(sys.argv[2]) if len(sys.argv) > 2 else ""
         # At once: the transcript's size now is where the session ended (the exporter may be busy for seconds).
-        for problem in hook_input.adopt(state, ADOPT_WAIT_SECONDS) or ():
+        for problem in hook_input.adopt(state, ADOPT_WAIT_SECONDS, written) or ():
             log(state, problem)
         if spool.has_work(state):
             wake_exporter(state)
+        wake_fallback(state, os.environ)
     except BaseException:  # noqa: B036 - a hook must exit 0 whatever happens
         pass
     os._exit(0)
@@ -82,16 +86,22 @@ def handle(stdin: "BinaryIO", env: "Mapping[str, str]") -> None:
         # A record just written is work; otherwise look whether anything waits.
         if wake or spool.has_work(state):
             wake_exporter(state)
-        if record is not None and not wake:  # a session starts: what the fallback holds from an unusable state dir
-            fallback = config.fallback_state_dir(env)
-            if fallback != state and spool.has_work(fallback):
-                wake_exporter(fallback)
+        if record is not None and not wake:  # a session starts
+            wake_fallback(state, env)
     except hook_input.BadInput as problem:
         log(state, str(problem))
     except OSError as problem:
         log(state, f"cannot record in {state}: {problem.strerror or problem}")
     except Exception as problem:
         log(state, f"unexpected {type(problem).__name__}: {problem}")
+
+
+def wake_fallback(state: str, env: "Mapping[str, str]") -> None:
+    """What the fallback directory holds from a time the state directory could not be written: sent
+    once it can be (the state directory's exporter is not the fallback's)."""
+    fallback = config.fallback_state_dir(env)
+    if fallback != state and spool.has_work(fallback):
+        wake_exporter(fallback)
 
 
 def record_where_possible(state: str, record: "Dict[str, Any]", wake: bool, env: "Mapping[str, str]") -> str:

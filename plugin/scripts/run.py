@@ -1,6 +1,6 @@
-"""The metrics plugin's Python entry: `run.py hook` or `run.py session-end` (stdin JSON -> one
-spool record -> the background exporter), `run.py wake` (the background exporter, for what
-scripts/run spooled itself) or `run.py doctor` (what works, what does not, and the fix).
+"""The metrics plugin's Python entry: `run.py wake <input>` (a hook input scripts/run spooled itself
+-> its record -> the background exporter), `run.py hook` or `run.py session-end` (the same from
+stdin, where the shell could not spool it) or `run.py doctor` (what works, what does not, and the fix).
 
 Started by scripts/run with -S (no site-packages: both are stdlib only). The package is
 the plugin's own copy, first on sys.path, so no other `otel_metrics` can shadow it.
@@ -16,10 +16,16 @@ DOCTOR = sys.argv[1:2] == ["doctor"]
 
 
 def complain(message):
-    """Say what is wrong: on stdout for doctor; else one line in the log, once (every hook would repeat it)."""
+    """Say what is wrong: on stdout for doctor; else one line in the log, once (every hook would repeat it).
+    A wake's hook input goes: nothing can turn it into a record here, and it holds the prompt as typed."""
     if DOCTOR:
         print("FAIL  " + message)
         sys.exit(1)
+    if sys.argv[1:2] == ["wake"] and len(sys.argv) > 2:
+        try:
+            os.remove(sys.argv[2])
+        except OSError:
+            pass
     state = os.environ.get("CLAUDE_METRICS_DIR") or os.environ.get("CLAUDE_PLUGIN_DATA") or PLUGIN_ROOT
     try:
         with open(os.path.join(state, "metrics.log"), "a+") as log:

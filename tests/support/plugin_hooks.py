@@ -228,8 +228,12 @@ def delivered(state_dir: Path, *outboxes: Path) -> bool:
     return not list(spool_records(state_dir)) and all(outbox_waiting(path) == 0 for path in (local, *outboxes))
 
 
-def spool_records(state_dir: Path) -> Iterator[dict]:
+def spool_records(state_dir: Path, adopted: bool = True) -> Iterator[dict]:
+    """The records in the spool; with `adopted`, once the background wake has turned every hook input
+    there into its record (a hook returns before that)."""
     spool = state_dir / "spool"
+    if adopted and spool.is_dir():
+        wait_for(lambda: not list(spool.glob("*.hookinput")), what="the background wake adopted the hook inputs")
     if spool.is_dir():
         for path in sorted(spool.glob("*.json")):
             try:
