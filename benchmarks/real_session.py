@@ -26,7 +26,7 @@ plugin over the floor, in the same rounds: what the plugin adds to the hooks' ow
 Each run starts once the plugin's background processes have gone quiet (their CPU time per
 session is reported apart).
 
-    .venv/bin/python benchmarks/real_session.py [--runs 15] [--states up,down,slow]
+    .venv/bin/python benchmarks/real_session.py [--runs 15] [--states up,down,slow] [--raw walls.json]
 """
 
 from __future__ import annotations
@@ -130,12 +130,15 @@ class Cell:
         return [wall / other for wall, other in zip(self.walls[variant], self.walls[over])]
 
     def ratio(self, variant: str, over: str = "without") -> str:
-        """The median paired ratio, with its 95 % bootstrap interval: how far the benchmark's noise reaches."""
-        rng = random.Random(1)
-        ratios = self.ratios(variant, over)
-        medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP_RESAMPLES))
-        low, high = medians[int(0.025 * BOOTSTRAP_RESAMPLES)], medians[int(0.975 * BOOTSTRAP_RESAMPLES) - 1]
-        return f"{statistics.median(ratios):.3f}x ({low:.3f}-{high:.3f})"
+        return median_with_interval(self.ratios(variant, over))
+
+
+def median_with_interval(ratios: List[float]) -> str:
+    """The median paired ratio, with its 95 % bootstrap interval: how far the benchmark's noise reaches."""
+    rng = random.Random(1)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP_RESAMPLES))
+    low, high = medians[int(0.025 * BOOTSTRAP_RESAMPLES)], medians[int(0.975 * BOOTSTRAP_RESAMPLES) - 1]
+    return f"{statistics.median(ratios):.3f}x ({low:.3f}-{high:.3f})"
 
 
 class Machine:
@@ -283,6 +286,14 @@ def table(cells: Dict[tuple, Cell], runs: int, slow_seconds: float) -> str:
             f"| **{cell.ratio('with')}** | {cell.ratio('with', over='floor')} "
             f"| {1000 * statistics.mean(cell.background_cpu):.0f} ms |"
         )
+    if len(cells) > 1:
+        # Every cell runs the same hooks: pooled, the rounds of all cells narrow the interval.
+        def pooled(variant: str, over: str = "without") -> str:
+            return median_with_interval([ratio for cell in cells.values() for ratio in cell.ratios(variant, over)])
+
+        lines.append(
+            f"| all cells pooled | | | | {pooled('floor')} | **{pooled('with')}** | {pooled('with', over='floor')} | |"
+        )
     lines.append(
         f"\n{time.strftime('%Y-%m-%d')}, Claude Code {CLAUDE_CODE_VERSION}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; {runs} rounds per cell, each running the "
@@ -300,6 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--states", default=",".join(STATES), help="comma-separated: up,down,slow")
     parser.add_argument("--sessions", default=",".join(SESSIONS), help="comma-separated: command,plain")
     parser.add_argument("--slow-seconds", type=float, default=5.0, help="the slow collector's answer delay")
+    parser.add_argument("--raw", help="write every session's time, by cell and variant, to this JSON file")
     args = parser.parse_args(argv)
     states = [s for s in args.states.split(",") if s]
     sessions = [s for s in args.sessions.split(",") if s]
@@ -317,7 +329,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 cells[(session, python, state)] = measure(
                     machine, session, python, state, args.runs, args.warmup, args.slow_seconds
                 )
-                print(f"{session} / {python} / {state}: done", file=sys.stderr)
+                # Each cell's row as it is done: a long run interrupted still says what it measured.
+                row = table({(session, python, state): cells[(session, python, state)]}, args.runs, args.slow_seconds)
+                print(row.splitlines()[2], file=sys.stderr, flush=True)
+        if args.raw:
+            walls = {" / ".join(key): cell.walls for key, cell in cells.items()}
+            Path(args.raw).write_text(json.dumps(walls, indent=1))
         print(table(cells, args.runs, args.slow_seconds))
     finally:
         machine.stop()
