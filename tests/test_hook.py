@@ -240,7 +240,7 @@ def test_ten_megabytes_of_stdin(state: Path, env: dict) -> None:
     result = run_hook(b"x" * (10 * 1024 * 1024), env)
     assert_silent(result)
     assert list(spool_records(state)) == []  # (once the background wake is done with it)
-    assert len(log_lines(state)) == 1
+    assert len(wait_for(lambda: log_lines(state), what="the wake said what was wrong")) == 1
 
 
 def test_huge_slash_command_prompt_is_still_one_event(state: Path, env: dict) -> None:
@@ -376,7 +376,7 @@ def test_an_unusable_session_id_records_nothing_and_says_so(state: Path, env: di
     result = run_hook(data, env, event="UserPromptSubmit")
     assert_silent(result)
     assert list(spool_records(state)) == []
-    [line] = log_lines(state)
+    [line] = wait_for(lambda: log_lines(state), what="the wake said what was wrong")  # (it says so after)
     assert "unusable session_id" in line and session_id[:20] not in line
 
 
