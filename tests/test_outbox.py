@@ -18,7 +18,6 @@ import pytest
 
 from otel_metrics.forwarder.outbox import (
     RESPONSE_KEPT_CHARS,
-    ROWS_PER_STATEMENT,
     Commit,
     DeadLetters,
     Outbox,
@@ -168,54 +167,6 @@ def test_concurrent_requests_are_each_committed_whole(tmp_path: Path) -> None:
         )
     finally:
         outbox.close()
-
-
-@pytest.mark.parametrize("rows", [ROWS_PER_STATEMENT, 2 * ROWS_PER_STATEMENT + 1])
-def test_a_request_is_written_all_or_none_in_one_statement_or_many(tmp_path: Path, rows: int) -> None:
-    """One INSERT where its rows fit, a transaction of several beyond: either way, a row the file
-    refuses (here a trigger, standing for a full disk) leaves none of the request's rows behind."""
-    path = tmp_path / "outbox.sqlite"
-    outbox = Outbox(str(path))
-    try:
-        with sqlite3.connect(path) as other:
-            other.execute(
-                "CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.body = 'poison'"
-                " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-            )
-        other.close()
-        written = threading.Event()
-        failed: List[Commit] = []
-        outbox.submit(
-            [("events", "fine", rows - 1), ("events", "poison", 1)], lambda c: (failed.append(c), written.set())
-        )
-        assert written.wait(30)
-        assert "refused by the test" in str(failed[0].error)
-        assert (len(outbox), bodies(outbox)) == (0, [])
-        assert outbox.write_error is not None  # /readyz says so until a write succeeds
-        commit = add(outbox, [("events", "fine", rows)])
-        assert len(outbox) == rows and outbox.write_error is None
-        assert [item.id for item in outbox.oldest(rows)] == [item.id for item in commit.payloads()]
-    finally:
-        outbox.close()
-
-
-def test_many_removals_and_dead_letters_at_once_all_leave(tmp_path: Path) -> None:
-    path = str(tmp_path / "outbox.sqlite")
-    outbox = Outbox(path)
-    count = 2 * ROWS_PER_STATEMENT + 7
-    add(outbox, [("events", "x", count)])
-    items = outbox.oldest(count)
-    for item in items[:-10]:
-        outbox.remove(item.id)
-    for item in items[-10:-1]:
-        outbox.dead_letter(item, 400, "no")
-    outbox.close()
-    again = Outbox(path)
-    try:
-        assert [item.id for item in again.oldest()] == [items[-1].id]
-        assert again.dead_letter_count() == 9
-    finally:
-        again.close()
 
 
 def test_removed_and_dead_lettered_payloads_leave_and_stay_gone(tmp_path: Path) -> None:

@@ -4,12 +4,11 @@ A request is acknowledged only after its payloads are committed here, so a
 crash, a restart or a power cut never loses what the sender was told had been
 accepted. One thread of the outbox's own writes the file: payloads added,
 delivered ones removed, refused ones moved to the dead letters are queued (the
-caller does not wait). The payloads added meanwhile go into one transaction, so
+caller does not wait) and everything queued goes into one transaction, so
 requests arriving together share one commit (and one fsync), each request all
-or none; it is synced, and the adders hear of it, before the removals and
-refusals meanwhile go into one of their own, not synced (a removal lost to a
-power cut means one duplicate delivery, never a loss): a thousand deliveries
-are one delete.
+or none, and a thousand deliveries one delete. A transaction that adds is synced
+before the adders hear of it; one that only removes is not (a removal lost to a
+power cut means one duplicate delivery, never a loss).
 
 One forwarder process per outbox file: a lock file beside it (`<outbox>.lock`)
 is held for the process's life, and a second forwarder is refused.
@@ -20,27 +19,19 @@ the endpoint's answer, to be listed and replayed (`otel-metrics forwarder dead-l
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import lock
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DEFAULT_MAX_ITEMS = 1_000_000
 RESPONSE_KEPT_CHARS = 4000  # of a refusal's response body, in a dead letter
-ROWS_PER_STATEMENT = 200  # per INSERT or DELETE (4 values a row: far below SQLite's 32766 variables)
-_INSERT_ROWS = "INSERT INTO outbox (id, path, body, received) VALUES "
-_INSERT_DEAD_LETTER = (
-    "INSERT INTO dead_letters (path, body, status, response, failed_at, received) VALUES (?, ?, ?, ?, ?, ?)"
-)
-Statement = Tuple[str, Sequence[object]]
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, body TEXT NOT NULL)",
@@ -123,8 +114,6 @@ class Outbox:
             self._adding = connect(path, synchronous="FULL")
             migrate(self._adding)
             self._removing = connect(path, synchronous="NORMAL")
-            for db in (self._adding, self._removing):
-                db.isolation_level = None  # transactions are the writer's own (_run)
             self._reading = connect(path, synchronous="NORMAL")
             self._count: int = self._adding.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             # Ids are given here, in order (one writer), so that each request knows its rows' ids.
@@ -210,28 +199,47 @@ class Outbox:
                 for commit in adds:
                     commit.first_id = self._next_id
                     self._next_id += commit.count
-            if adds:  # first: the adders wait for it, nobody waits for removals
-                error = _run(self._adding, _insert_statements(adds))
-                added = sum(commit.count for commit in adds)
-                with self._state:
-                    self._queued -= added
-                    if error is None:
-                        self._count += added
-                    else:
-                        self._next_id = first_id  # nothing was written: the ids are free again
-                    self.write_error = None if error is None else str(error)
-                for commit in adds:
-                    commit.error = error
-                    commit.done(commit)
-            if removals or refusals:
-                error = _run(self._removing, _settle_statements(removals, refusals))
-                with self._state:
-                    self.write_error = None if error is None else str(error)
-                if error is not None:
-                    # They stay in the outbox: sent again after a restart, a duplicate, never a loss.
-                    log.error("cannot update the outbox after %d deliveries: %s", len(removals) + len(refusals), error)
+            error = self._transaction(adds, removals, refusals)
+            added = sum(commit.count for commit in adds)
             with self._state:
+                self._queued -= added
+                if error is None:
+                    self._count += added
+                else:
+                    self._next_id = first_id  # nothing was written: the ids are free again
+                self.write_error = None if error is None else str(error)
                 self._state.notify_all()  # close() waits for the queues to empty
+            if error is not None and (removals or refusals):
+                # They stay in the outbox: sent again after a restart, a duplicate, never a loss.
+                log.error("cannot update the outbox after %d deliveries: %s", len(removals) + len(refusals), error)
+            for commit in adds:
+                commit.error = error
+                commit.done(commit)
+
+    def _transaction(
+        self, adds: List[Commit], removals: List[int], refusals: List[_Refusal]
+    ) -> Optional[sqlite3.Error]:
+        db = self._adding if adds else self._removing
+        try:
+            with db:  # one transaction: committed, or rolled back on error
+                if adds:
+                    db.executemany(
+                        "INSERT INTO outbox (id, path, body, received) VALUES (?, ?, ?, ?)",
+                        (item for commit in adds for item in commit.payloads()),
+                    )
+                if refusals:
+                    db.executemany(
+                        "INSERT INTO dead_letters (path, body, status, response, failed_at, received)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        [(r.item.path, r.item.body, r.status, r.response, r.failed_at, r.item.received)
+                         for r in refusals],
+                    )  # fmt: skip
+                    removals = removals + [refusal.item.id for refusal in refusals]
+                if removals:
+                    db.executemany("DELETE FROM outbox WHERE id = ?", [(item_id,) for item_id in removals])
+        except sqlite3.Error as error:  # disk full, read-only, locked by another process...
+            return error
+        return None
 
     # Reads (from any thread).
 
@@ -313,54 +321,6 @@ class DeadLetters:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _run(db: sqlite3.Connection, statements: Iterator[Statement]) -> Optional[sqlite3.Error]:
-    """Run the statements as one transaction; a lone statement is one of its own: one step of SQLite,
-    so the writer hands Python's GIL back and takes it again once (each time, it may wait for a busy
-    event loop's thread), rather than for a BEGIN, the statement and a COMMIT."""
-    try:
-        first = next(statements, None)
-        if first is None:
-            return None
-        second = next(statements, None)
-        if second is None:
-            db.execute(*first)
-            return None
-        with db:  # committed, or rolled back on error
-            db.execute("BEGIN")
-            for statement in itertools.chain((first, second), statements):
-                db.execute(*statement)
-    except sqlite3.Error as error:  # disk full, read-only, locked by another process...
-        return error
-    return None
-
-
-def _insert_statements(adds: List[Commit]) -> Iterator[Statement]:
-    """The rows of the commits, ROWS_PER_STATEMENT to an INSERT, made as they are run (a request's
-    copies of one payload are never all in memory as rows)."""
-    rows = (item for commit in adds for item in commit.payloads())
-    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
-        yield _INSERT_ROWS + ", ".join(["(?, ?, ?, ?)"] * len(chunk)), [value for row in chunk for value in row]
-
-
-def _settle_statements(removals: List[int], refusals: List[_Refusal]) -> Iterator[Statement]:
-    """Refused payloads into the dead letters, then every settled payload out of the outbox."""
-    for refusal in refusals:
-        item = refusal.item
-        values = (item.path, item.body, refusal.status, refusal.response, refusal.failed_at, item.received)
-        yield _INSERT_DEAD_LETTER, values
-    settled = itertools.chain(removals, (refusal.item.id for refusal in refusals))
-    for chunk in _chunks(settled, ROWS_PER_STATEMENT):
-        yield f"DELETE FROM outbox WHERE id IN ({', '.join(['?'] * len(chunk))})", chunk
-
-
-def _chunks(items: Iterator[T], size: int) -> Iterator[List[T]]:
-    while True:
-        chunk = list(itertools.islice(items, size))
-        if not chunk:
-            return
-        yield chunk
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
