@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 
 ADOPT_LOCK_FILE = ".adopt.lock"  # in the spool: one adopter at a time, so each input becomes one record
 WRITING_SECONDS = 5.0  # an input that does not parse yet may be being written: far beyond one printf
-# An input younger than this is its own wake's to adopt (which runs the plugin release that took the hook,
-# its version in the record, and pokes the exporter): the exporter takes only what a lost wake left.
-LOST_WAKE_SECONDS = 10.0
 
 MAX_INPUT_BYTES = limits.PROMPT_LENGTH_MAX  # a prompt's length is bounded by what is read
 MAX_PATH_CHARS = 4096  # a transcript path beyond this is no path Claude Code wrote
@@ -107,7 +104,7 @@ def wakes(record: "Mapping[str, Any]") -> bool:
     return bool(record["record"] != spool.SESSION_START)
 
 
-def adopt(state: str, wait_seconds: float = 0.0, written: str = "", left_for: float = 0.0) -> "Optional[List[str]]":
+def adopt(state: str, wait_seconds: float = 0.0, written: str = "") -> "Optional[List[str]]":
     """Turn every hook input in the spool into its record, or set it aside; return what was wrong
     with the inputs set aside (for the caller's log), or None when another adopter held the lock
     for longer than wait_seconds (it takes them).
@@ -116,11 +113,9 @@ def adopt(state: str, wait_seconds: float = 0.0, written: str = "", left_for: fl
     (its time, its tag) and only then removed: adopted again after a crash, it overwrites the same
     record, so nothing is counted twice. The shell writes an input in place (no rename): one that
     does not parse yet may be being written, and is set aside only once WRITING_SECONDS have passed;
-    but for `written`, the input whose shell started this wake once it had written it whole. With
-    `left_for`, only inputs at least that many seconds old.
+    but for `written`, the input whose shell started this wake once it had written it whole.
     """
-    waiting = spool.hook_inputs(state)  # oldest first
-    if not waiting or (left_for and _age_seconds(state, waiting[0]) < left_for):
+    if not spool.hook_inputs(state):
         return []  # the common case, every round of the exporter's loop: no lock to take
     directory = spool.directory(state)
     deadline = time.monotonic() + wait_seconds
@@ -141,8 +136,6 @@ def adopt(state: str, wait_seconds: float = 0.0, written: str = "", left_for: fl
                 with open(os.path.join(directory, name), "rb") as stream:
                     status = os.fstat(stream.fileno())
                     fired_ns = status.st_mtime_ns
-                    if left_for and time.time_ns() - fired_ns < left_for * 1e9:
-                        break  # this and the later ones are their wakes' still
                     # Too large whatever follows, and no place for it in the rejected records.
                     received = None if status.st_size > MAX_INPUT_BYTES else read(stream)
             except FileNotFoundError:
@@ -169,10 +162,3 @@ def adopt(state: str, wait_seconds: float = 0.0, written: str = "", left_for: fl
     finally:
         lock.release(fd)
     return problems
-
-
-def _age_seconds(state: str, name: str) -> float:
-    try:
-        return time.time() - os.stat(os.path.join(spool.directory(state), name)).st_mtime
-    except OSError:
-        return 0.0

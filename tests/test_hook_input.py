@@ -144,13 +144,3 @@ def test_whole_input_without_a_session_is_said_and_removed_at_once(state: Path) 
     [problem] = hook_input.adopt(str(state))
     assert "without session_id" in problem
     assert spool.hook_inputs(str(state)) == [] and not (state / spool.REJECTED_DIR).exists()
-
-
-def test_the_exporter_leaves_a_fresh_input_to_its_own_wake(state: Path) -> None:
-    """The wake runs the release that took the hook (its version goes in the record): the exporter's loop
-    takes only inputs a lost wake left, older than LOST_WAKE_SECONDS."""
-    spool_input(state, "hook-1", session_input("SessionStart", "old", None), 10**18)
-    spool_input(state, "hook-2", session_input("SessionStart", "fresh", None), time.time_ns())
-    assert hook_input.adopt(str(state), left_for=hook_input.LOST_WAKE_SECONDS) == []
-    assert spool.hook_inputs(str(state)) == ["hook-2.hookinput"]
-    assert [r["session_id"] for r in spool_records(state, adopted=False)] == ["old"]

@@ -212,7 +212,7 @@ class Exporter:
         while True:
             now = time.monotonic()
             # What a lost wake left (a hook's own wake takes its input at once).
-            for problem in hook_input.adopt(self.state, left_for=hook_input.LOST_WAKE_SECONDS) or ():
+            for problem in hook_input.adopt(self.state) or ():
                 log.error("%s", problem)
             names = spool.pending(self.state)
             poked = watch.poked()
